@@ -1,0 +1,190 @@
+"""The architecture document: one versioned JSON description from which every network is built.
+
+```json
+{"format": "mpn-nas/arch", "version": 1, "family": "resnet",
+ "in_channels": 1, "input_size": 8, "num_classes": 10, "stem_width": 16,
+ "stages": [{"blocks": 1, "width": 16, "paths": 4, "routing": "feature_dependent",
+             "density": 1.0, "stride": 1, "se": false}]}
+```
+``family`` is ``resnet``, ``mlp`` or ``ensemble`` (``ensemble_size`` copies of ``member_family``
+networks averaging their logits).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+from .errors import UserError
+from .files import atomic_write_text
+from .layers.routers import ROUTING_TYPES
+
+ARCH_FORMAT = "mpn-nas/arch"
+ARCH_VERSION = 1
+FAMILIES = ("resnet", "mlp", "ensemble")
+MEMBER_FAMILIES = ("resnet", "mlp")
+
+
+class ArchError(UserError):
+    """An architecture document that cannot be built; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: ``blocks`` blocks of ``paths`` parallel operations of ``width`` channels each."""
+
+    blocks: int = 1
+    width: int = 16
+    paths: int = 1
+    routing: str = "none"
+    density: float = 1.0
+    stride: int = 1
+    se: bool = False
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A validated architecture document (see the module docstring for the JSON form)."""
+
+    family: str
+    in_channels: int
+    input_size: int
+    num_classes: int
+    stem_width: int
+    stages: tuple[Stage, ...]
+    ensemble_size: int = 1
+    member_family: str = "resnet"
+    extra: dict = field(default_factory=dict, compare=False)  # free-form metadata, ignored by the builder
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def member(self) -> "Arch":
+        """The single network an ensemble repeats (itself for other families)."""
+        if self.family != "ensemble":
+            return self
+        return Arch(self.member_family, self.in_channels, self.input_size, self.num_classes, self.stem_width,
+                    self.stages)
+
+    def to_dict(self) -> dict:
+        doc: dict[str, Any] = {"format": ARCH_FORMAT, "version": ARCH_VERSION, "family": self.family,
+                               "in_channels": self.in_channels, "input_size": self.input_size,
+                               "num_classes": self.num_classes, "stem_width": self.stem_width,
+                               "stages": [asdict(stage) for stage in self.stages]}
+        if self.family == "ensemble":
+            doc.update(ensemble_size=self.ensemble_size, member_family=self.member_family)
+        if self.extra:
+            doc["extra"] = dict(self.extra)
+        return doc
+
+    def to_json(self, path: Union[str, Path, None] = None) -> str:
+        """The JSON text; also written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: Union[str, Path, Mapping[str, Any]]) -> "Arch":
+        """From a dict, a path to a JSON file, or JSON text."""
+        if isinstance(source, Mapping):
+            return cls.from_dict(source)
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise ArchError(f"architecture file {path} not found")
+            text = path.read_text()
+            where = str(path)
+        else:
+            where = "architecture JSON"
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ArchError(f"{where} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "Arch":
+        if not isinstance(doc, Mapping):
+            raise ArchError(f"architecture document must be a JSON object, got {type(doc).__name__}")
+        if doc.get("format") != ARCH_FORMAT:
+            raise ArchError(f"field 'format' must be {ARCH_FORMAT!r}, got {doc.get('format')!r}")
+        if doc.get("version") != ARCH_VERSION:
+            raise ArchError(f"field 'version' must be {ARCH_VERSION} (this mpn-nas reads version {ARCH_VERSION}), "
+                            f"got {doc.get('version')!r}")
+        known = {"format", "version", "family", "in_channels", "input_size", "num_classes", "stem_width", "stages",
+                 "ensemble_size", "member_family", "extra"}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ArchError(f"unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(known))}")
+        for name in ("family", "in_channels", "input_size", "num_classes", "stem_width", "stages"):
+            if name not in doc:
+                raise ArchError(f"missing field {name!r}")
+        stages = doc["stages"]
+        if not isinstance(stages, list) or not stages:
+            raise ArchError("field 'stages' must be a non-empty list of stage objects")
+        return cls(family=doc["family"], in_channels=doc["in_channels"], input_size=doc["input_size"],
+                   num_classes=doc["num_classes"], stem_width=doc["stem_width"],
+                   stages=tuple(_stage_from_dict(i, s) for i, s in enumerate(stages)),
+                   ensemble_size=doc.get("ensemble_size", 1), member_family=doc.get("member_family", "resnet"),
+                   extra=dict(doc.get("extra") or {}))
+
+
+def _stage_from_dict(index: int, doc: Any) -> Stage:
+    where = f"stages[{index}]"
+    if not isinstance(doc, Mapping):
+        raise ArchError(f"{where} must be an object with fields blocks, width, paths, routing, density, stride, se")
+    known = set(Stage.__dataclass_fields__)
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ArchError(f"unknown field '{where}.{unknown[0]}'; allowed: {', '.join(sorted(known))}")
+    return Stage(**doc)
+
+
+def _require_int(where: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ArchError(f"field {where!r} must be an integer >= {minimum}, got {value!r}")
+
+
+def validate(arch: Arch) -> None:
+    """Raise :class:`ArchError` naming the first bad field and its allowed values."""
+    if arch.family not in FAMILIES:
+        raise ArchError(f"field 'family' must be one of {', '.join(FAMILIES)}, got {arch.family!r}")
+    if arch.member_family not in MEMBER_FAMILIES:
+        raise ArchError(f"field 'member_family' must be one of {', '.join(MEMBER_FAMILIES)}, "
+                        f"got {arch.member_family!r}")
+    for name in ("in_channels", "input_size", "num_classes", "stem_width", "ensemble_size"):
+        _require_int(name, getattr(arch, name), 2 if name == "num_classes" else 1)
+    if arch.family == "ensemble" and arch.ensemble_size < 2:
+        raise ArchError(f"field 'ensemble_size' must be >= 2 for family 'ensemble', got {arch.ensemble_size}")
+    convolutional = arch.member.family == "resnet"
+    previous_paths = None
+    for i, stage in enumerate(arch.stages):
+        where = f"stages[{i}]"
+        for name in ("blocks", "width", "paths", "stride"):
+            _require_int(f"{where}.{name}", getattr(stage, name), 1)
+        if stage.routing not in ROUTING_TYPES:
+            raise ArchError(f"field '{where}.routing' must be one of {', '.join(ROUTING_TYPES)}, "
+                            f"got {stage.routing!r}")
+        density = stage.density
+        if isinstance(density, bool) or not isinstance(density, (int, float)) or not math.isfinite(density) \
+                or not 0.0 < density <= 1.0:
+            raise ArchError(f"field '{where}.density' must be a number in (0, 1], got {density!r}")
+        if not isinstance(stage.se, bool):
+            raise ArchError(f"field '{where}.se' must be true or false, got {stage.se!r}")
+        if not convolutional and (stage.stride != 1 or stage.se):
+            raise ArchError(f"field '{where}.{'stride' if stage.stride != 1 else 'se'}' applies to the resnet "
+                            "family only; use stride 1 and se false for mlp")
+        if stage.routing == "none" and previous_paths not in (None, stage.paths):
+            raise ArchError(f"field '{where}.routing' is 'none' but the path count changes from {previous_paths} "
+                            f"to {stage.paths}; use static, cross_prediction or feature_dependent, or equal paths")
+        previous_paths = stage.paths
+    if convolutional:
+        reduction = math.prod(stage.stride for stage in arch.stages)
+        if reduction > arch.input_size:
+            raise ArchError(f"field 'stages[*].stride' reduces input_size {arch.input_size} by {reduction}; "
+                            f"the product of strides must be <= input_size")

@@ -1,0 +1,155 @@
+"""The ``mpn-nas`` command line: thin subcommands over the library.
+
+Bad input exits with status 2 and one line on stderr; a runtime failure exits with 1; ``--debug``
+shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .errors import UserError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage too; keep to one line
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from . import Arch, profile
+
+    arch = Arch.from_json(args.arch)
+    result = profile(arch, device=args.device)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"params      {result.params:,}\nflops       {result.flops:,}\nlatency_ms  {result.latency_ms:.3f}")
+    return 0
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that trains."""
+    parser.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | imagefolder:PATH | fake")
+    parser.add_argument("--data-dir", default=None, help="where cifar files are (default ./data)")
+    parser.add_argument("--download", action="store_true", help="download cifar files when absent")
+    parser.add_argument("--epochs", type=_positive_int, default=10)
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def train_config(args: argparse.Namespace):
+    from .training import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+                       seed=args.seed, device=args.device)
+
+
+def make_data_for(arch, args: argparse.Namespace):
+    """The data module ``args.dataset`` names, shaped for ``arch`` where the data set allows."""
+    from .data import DataShape, make_data
+    from .training import resolve_device
+
+    on_gpu = resolve_device(args.device) == "cuda"
+    return make_data(args.dataset, data_dir=args.data_dir, download=args.download, seed=args.seed,
+                     batch_size=args.batch_size, shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes),
+                     num_workers=4 if on_gpu else 0, pin_memory=on_gpu)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from . import Arch
+    from .checkpoint import save_model
+    from .complexity import count_params_and_flops
+    from .data import check_dataset_name
+    from .files import atomic_write_text
+    from .training import train
+
+    arch = Arch.from_json(args.arch)
+    check_dataset_name(args.dataset)
+    config = train_config(args)
+    out = Path(args.out)
+    _ensure_writable(out)
+    data = make_data_for(arch, args)
+    params, flops = count_params_and_flops(arch)
+    started = time.perf_counter()
+    model, metrics = train(arch, data, config, out_dir=out, progress=not args.quiet)
+    metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))
+    save_model(out / "model.pt", arch, model)
+    arch.to_json(out / "arch.json")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(f"test_accuracy {metrics['test_accuracy']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}  "
+          f"params {params:,}  flops {flops:,}\nwrote {out / 'model.pt'} and {out / 'metrics.json'}")
+    return 0
+
+
+def _ensure_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".mpn-nas-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"output directory {out} is not writable ({err.strerror}); pass another --out") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mpn-nas", description="Multi-path networks with data-dependent routing, searchable with NNI.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    profile = commands.add_parser("profile", help="parameters, FLOPs and latency of an architecture")
+    profile.add_argument("arch", help="architecture JSON file")
+    profile.add_argument("--json", action="store_true", help='print {"params", "flops", "latency_ms"} as JSON')
+    profile.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    profile.set_defaults(handler=cmd_profile)
+
+    retrain = commands.add_parser("retrain", help="train an architecture standalone (no nni needed)")
+    retrain.add_argument("arch", help="architecture JSON file (e.g. DIR/best_arch.json)")
+    add_train_options(retrain)
+    retrain.add_argument("--out", required=True, help="output directory for model.pt and metrics.json")
+    retrain.add_argument("--quiet", action="store_true", help="no progress bar")
+    retrain.set_defaults(handler=cmd_retrain)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except UserError as err:
+        if debug:
+            raise
+        print(f"mpn-nas: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("mpn-nas: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line unless --debug: users of a CLI should not need a traceback
+        if debug:
+            raise
+        print(f"mpn-nas: failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

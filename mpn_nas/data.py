@@ -1,0 +1,167 @@
+"""Data sets as Lightning data modules: ``digits`` (bundled, the default), ``cifar10``, ``cifar100``,
+``imagefolder:PATH`` and ``fake``. Nothing is downloaded unless ``download=True``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from .errors import UserError
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder:PATH", "fake")
+
+
+@dataclass(frozen=True)
+class DataShape:
+    in_channels: int
+    input_size: int
+    num_classes: int
+
+
+class ClassificationData(pl.LightningDataModule):
+    """Train/validation/test splits of an image classification set with the loaders Lightning uses."""
+
+    def __init__(self, name: str, shape: DataShape, train: Dataset, val: Dataset, test: Dataset,
+                 batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False) -> None:
+        super().__init__()
+        self.name, self.shape = name, shape
+        self.train_set, self.val_set, self.test_set = train, val, test
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+
+def _split_indices(labels: Sequence[int], fractions: tuple[float, float], seed: int) -> tuple[list, list, list]:
+    """Stratified, seeded train/val/test indices; ``fractions`` are the val and test shares."""
+    from sklearn.model_selection import train_test_split
+
+    indices = list(range(len(labels)))
+    val_share, test_share = fractions
+    rest, test = train_test_split(indices, test_size=test_share, stratify=labels, random_state=seed)
+    rest_labels = [labels[i] for i in rest]
+    train, val = train_test_split(rest, test_size=val_share / (1 - test_share), stratify=rest_labels,
+                                  random_state=seed)
+    return train, val, test
+
+
+def digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits: images ``(1797, 1, 8, 8)`` scaled to [-1, 1], labels ``(1797,)``."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
+    return images, torch.tensor(bunch.target, dtype=torch.long)
+
+
+def _digits(seed: int, **loader_args) -> ClassificationData:
+    images, labels = digits_tensors()
+    full = TensorDataset(images, labels)
+    train, val, test = _split_indices(labels.tolist(), (0.15, 0.15), seed)
+    return ClassificationData("digits", DataShape(1, 8, 10), Subset(full, train), Subset(full, val),
+                              Subset(full, test), **loader_args)
+
+
+def _cifar(name: str, data_dir: Optional[str], download: bool, seed: int, **loader_args) -> ClassificationData:
+    from torchvision import datasets, transforms
+
+    root = Path(data_dir or "./data").expanduser()
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    normalise = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                  transforms.ToTensor(), normalise])
+    plain = transforms.Compose([transforms.ToTensor(), normalise])
+    try:
+        train_aug = cls(str(root), train=True, transform=augment, download=download)
+    except RuntimeError:
+        raise UserError(f"{name} files not found under {root}; pass --data-dir DIR pointing at them, "
+                        "or --download to fetch them") from None
+    except OSError as err:
+        raise UserError(f"could not download {name} into {root} ({err}); download it elsewhere and pass "
+                        "--data-dir") from None
+    train_plain = cls(str(root), train=True, transform=plain)
+    test = cls(str(root), train=False, transform=plain)
+    order = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(seed)).tolist()
+    val_count = len(order) // 10
+    classes = 10 if name == "cifar10" else 100
+    return ClassificationData(name, DataShape(3, 32, classes), Subset(train_aug, order[val_count:]),
+                              Subset(train_plain, order[:val_count]), test, **loader_args)
+
+
+def _imagefolder(path: str, input_size: int, in_channels: int, seed: int, **loader_args) -> ClassificationData:
+    from torchvision import datasets, transforms
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist; pass imagefolder:PATH with one sub-folder per class")
+    steps = [transforms.Resize((input_size, input_size))]
+    if in_channels == 1:
+        steps.append(transforms.Grayscale())
+    steps += [transforms.ToTensor(), transforms.Normalize([0.5] * in_channels, [0.5] * in_channels)]
+    try:
+        full = datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise UserError(f"image folder {root} holds no images ({err}); it needs one sub-folder of images "
+                        "per class") from None
+    labels = list(full.targets)
+    if len(full.classes) < 2 or min(labels.count(c) for c in range(len(full.classes))) < 3:
+        raise UserError(f"image folder {root} needs at least 2 classes with at least 3 images each")
+    train, val, test = _split_indices(labels, (0.1, 0.1), seed) if len(labels) >= 30 else (
+        _round_robin_split(len(labels)))
+    return ClassificationData(f"imagefolder:{root}", DataShape(in_channels, input_size, len(full.classes)),
+                              Subset(full, train), Subset(full, val), Subset(full, test), **loader_args)
+
+
+def _round_robin_split(count: int) -> tuple[list, list, list]:
+    """Tiny sets: every third image to validation and test alike, the rest to training."""
+    held_out = list(range(0, count, 3))
+    train = [i for i in range(count) if i % 3]
+    return train, held_out, held_out
+
+
+def _fake(shape: DataShape, seed: int, **loader_args) -> ClassificationData:
+    from torchvision import datasets, transforms
+
+    def make(size: int, offset: int) -> Dataset:
+        return datasets.FakeData(size, (shape.in_channels, shape.input_size, shape.input_size), shape.num_classes,
+                                 transforms.ToTensor(), random_offset=seed * 1000 + offset)
+
+    return ClassificationData("fake", shape, make(256, 0), make(64, 1), make(64, 2), **loader_args)
+
+
+def make_data(name: str, *, data_dir: Optional[str] = None, download: bool = False, seed: int = 0,
+              batch_size: int = 64, shape: Optional[DataShape] = None, num_workers: int = 0,
+              pin_memory: bool = False) -> ClassificationData:
+    """The data module called ``name``. ``shape`` sets image size, channels and classes for
+    ``imagefolder`` and ``fake``, whose shape is not fixed by the data set."""
+    check_dataset_name(name)
+    loader_args = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+    if name == "digits":
+        return _digits(seed, **loader_args)
+    if name in ("cifar10", "cifar100"):
+        return _cifar(name, data_dir, download, seed, **loader_args)
+    if name.startswith("imagefolder:"):
+        shape = shape or DataShape(3, 32, 0)
+        return _imagefolder(name.split(":", 1)[1], shape.input_size, shape.in_channels, seed, **loader_args)
+    return _fake(shape or DataShape(3, 32, 10), seed, **loader_args)
+
+
+def check_dataset_name(name: str) -> None:
+    """Fail early, before any work, on a data set name that :func:`make_data` would not accept."""
+    if name in ("digits", "cifar10", "cifar100", "fake") or (name.startswith("imagefolder:") and len(name) > 12):
+        return
+    raise UserError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")

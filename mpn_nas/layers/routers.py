@@ -1,0 +1,179 @@
+"""Routers: per-sample allocation matrices between the parallel tensors of two layers.
+
+A router between a layer with ``in_paths`` parallel tensors and one with ``out_paths`` parallel
+operations maps ``x`` of shape ``(B, in_paths, C, H, W)`` or ``(B, in_paths, C)`` to ``A`` of shape
+``(B, in_paths, out_paths)``; destination path ``j`` then receives ``sum_i A[:, i, j] * x[:, i]``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ROUTING_TYPES = ("none", "static", "cross_prediction", "feature_dependent")
+
+# Softmax weight the aligned connection gets at initialisation: close to identity, so an untrained
+# routed network starts as the plain multi-path one, yet every connection still gets gradient.
+_IDENTITY_INIT_WEIGHT = 0.9
+
+
+def kept_connections(density: float, candidates: int) -> int:
+    """``k = clamp(round(density * candidates), 1, candidates)``, rounding halves up."""
+    return min(max(int(math.floor(density * candidates + 0.5)), 1), candidates)
+
+
+def aligned_index(index: int, count: int, other_count: int) -> int:
+    """The path of the other layer aligned with ``index``: itself when counts match."""
+    return (index * other_count) // count
+
+
+def density_mask(in_paths: int, out_paths: int, density: float, per: str) -> torch.Tensor:
+    """Boolean ``(in_paths, out_paths)`` mask of kept connections (banded circulant window).
+
+    ``per="destination"``: each destination keeps ``k`` sources starting at its aligned source.
+    ``per="source"``: each source keeps ``k`` destinations starting at its aligned destination.
+    Built from Python lists so that it also works under ``torch.device("meta")``.
+    """
+    if per == "source":
+        return density_mask(out_paths, in_paths, density, "destination").T
+    if per != "destination":
+        raise ValueError(f"per must be 'destination' or 'source', got {per!r}")
+    rows = [[False] * out_paths for _ in range(in_paths)]
+    k = kept_connections(density, in_paths)
+    for j in range(out_paths):
+        start = aligned_index(j, out_paths, in_paths)
+        for offset in range(k):
+            rows[(start + offset) % in_paths][j] = True
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def initial_logits(in_paths: int, out_paths: int, kept: int) -> torch.Tensor:
+    """Logits giving near-identity allocation (square) or uniform allocation (rectangular), for a
+    softmax over ``kept`` unmasked candidates."""
+    logits = torch.zeros(in_paths, out_paths)
+    if in_paths == out_paths and kept > 1:
+        gain = math.log(_IDENTITY_INIT_WEIGHT * (kept - 1) / (1 - _IDENTITY_INIT_WEIGHT))
+        logits = logits + torch.eye(in_paths) * gain
+    return logits
+
+
+def pool_paths(x: torch.Tensor) -> torch.Tensor:
+    """Global average pool of each path: ``(B, p, C, H, W)`` or ``(B, p, C)`` to ``(B, p, C)``."""
+    return x.mean(dim=(3, 4)) if x.dim() == 5 else x
+
+
+class Router(nn.Module):
+    """Base class: holds the density mask and applies the masked softmax."""
+
+    routing: str = ""
+    softmax_dim: int = 1  # 1: over sources per destination; 2: over destinations per source
+    mask_per: str = "destination"
+
+    def __init__(self, in_paths: int, out_paths: int, density: float = 1.0) -> None:
+        super().__init__()
+        if in_paths < 1 or out_paths < 1:
+            raise ValueError(f"path counts must be >= 1, got {in_paths} -> {out_paths}")
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        self.in_paths, self.out_paths, self.density = in_paths, out_paths, density
+        self.register_buffer("mask", density_mask(in_paths, out_paths, density, self.mask_per), persistent=False)
+        self.kept = kept_connections(density, in_paths if self.mask_per == "destination" else out_paths)
+
+    def normalise(self, logits: torch.Tensor) -> torch.Tensor:
+        """Masked softmax of ``(B, in_paths, out_paths)`` logits; masked entries are exactly 0."""
+        logits = logits.masked_fill(~self.mask, float("-inf"))
+        return torch.softmax(logits, dim=self.softmax_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_paths} -> {self.out_paths}, density={self.density}"
+
+
+class IdentityRouter(Router):
+    """``none``: path ``i`` feeds path ``i`` only (independent paths)."""
+
+    routing = "none"
+
+    def __init__(self, in_paths: int, out_paths: int, density: float = 1.0) -> None:
+        if in_paths != out_paths:
+            raise ValueError(f"routing 'none' needs equal path counts, got {in_paths} -> {out_paths}")
+        super().__init__(in_paths, out_paths, density)
+        self.mask = torch.eye(in_paths, dtype=torch.bool)  # density has no meaning without cross-connections
+        self.kept = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, p, ...)`` -> identity ``A``: ``(B, p, p)``."""
+        eye = torch.eye(self.in_paths, device=x.device, dtype=x.dtype)
+        return eye.expand(x.shape[0], -1, -1)
+
+
+class StaticRouter(Router):
+    """``static``: one learned logit matrix shared by every input (cross-stitch-like baseline)."""
+
+    routing = "static"
+
+    def __init__(self, in_paths: int, out_paths: int, density: float = 1.0) -> None:
+        super().__init__(in_paths, out_paths, density)
+        self.logits = nn.Parameter(initial_logits(in_paths, out_paths, self.kept))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, in_paths, ...)`` -> ``A``: ``(B, in_paths, out_paths)``, equal for every sample."""
+        return self.normalise(self.logits.to(x.dtype)).expand(x.shape[0], -1, -1)
+
+
+class CrossPredictionRouter(Router):
+    """``cross_prediction``: each source predicts, from its own pooled features, its split among
+    the destinations. The ``in_paths`` predictors run as one batched matmul."""
+
+    routing = "cross_prediction"
+    softmax_dim = 2
+    mask_per = "source"
+
+    def __init__(self, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> None:
+        super().__init__(in_paths, out_paths, density)
+        bound = 1.0 / math.sqrt(channels)
+        self.weight = nn.Parameter(torch.empty(in_paths, channels, out_paths).uniform_(-bound, bound))
+        self.bias = nn.Parameter(initial_logits(in_paths, out_paths, self.kept))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, in_paths, C[, H, W])`` -> ``A``: ``(B, in_paths, out_paths)``."""
+        pooled = pool_paths(x)  # (B, p_in, C)
+        logits = torch.einsum("bic,ico->bio", pooled, self.weight) + self.bias
+        return self.normalise(logits)
+
+
+class FeatureDependentRouter(Router):
+    """``feature_dependent``: one gate on the pooled features of all sources computes every
+    cross-connection weight at once (cheaper than one predictor per source)."""
+
+    routing = "feature_dependent"
+
+    def __init__(self, in_paths: int, out_paths: int, channels: int, density: float = 1.0,
+                 reduction: int = 8) -> None:
+        super().__init__(in_paths, out_paths, density)
+        hidden = max(out_paths, in_paths * channels // reduction)
+        self.gate = nn.Sequential(
+            nn.Linear(in_paths * channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, in_paths * out_paths)
+        )
+        with torch.no_grad():
+            self.gate[2].weight.mul_(0.1)  # start near the initial allocation, still input-dependent
+            self.gate[2].bias.copy_(initial_logits(in_paths, out_paths, self.kept).flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, in_paths, C[, H, W])`` -> ``A``: ``(B, in_paths, out_paths)``."""
+        pooled = pool_paths(x).flatten(1)  # (B, p_in * C)
+        logits = self.gate(pooled).view(-1, self.in_paths, self.out_paths)
+        return self.normalise(logits)
+
+
+def build_router(routing: str, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> Router:
+    """Router of the given type between ``in_paths`` sources of ``channels`` channels and ``out_paths``."""
+    if routing == "none":
+        return IdentityRouter(in_paths, out_paths, density)
+    if routing == "static":
+        return StaticRouter(in_paths, out_paths, density)
+    if routing == "cross_prediction":
+        return CrossPredictionRouter(in_paths, out_paths, channels, density)
+    if routing == "feature_dependent":
+        return FeatureDependentRouter(in_paths, out_paths, channels, density)
+    raise ValueError(f"unknown routing {routing!r}; allowed: {', '.join(ROUTING_TYPES)}")

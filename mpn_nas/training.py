@@ -1,0 +1,150 @@
+"""Training with Lightning: the loop, schedule, metrics, checkpoints and progress bar."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .arch import Arch
+from .data import ClassificationData
+from .errors import UserError
+from .models import build_model
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks the GPU when one is visible."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+class Classifier(pl.LightningModule):
+    """A network plus its loss, optimiser, cosine schedule and accuracy metrics."""
+
+    def __init__(self, model: nn.Module, num_classes: int, config: TrainConfig, channels_last: bool = False) -> None:
+        super().__init__()
+        self.model, self.config, self.channels_last = model, config, channels_last
+        self.loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def training_step(self, batch, batch_index):
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss became {loss.item()} at epoch {self.current_epoch}")
+        self.train_accuracy(logits, labels)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_index):
+        images, labels = batch
+        self.val_accuracy(self(images), labels)
+        self.log("val_acc", self.val_accuracy, prog_bar=True)
+
+    def test_step(self, batch, batch_index):
+        images, labels = batch
+        self.test_accuracy(self(images), labels)
+        self.log("test_acc", self.test_accuracy)
+
+    def configure_optimizers(self):
+        cfg = self.config
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
+                                        weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+
+def check_data_matches(arch: Arch, data: ClassificationData) -> None:
+    shape = data.shape
+    expected = (arch.in_channels, arch.input_size, arch.num_classes)
+    if expected != (shape.in_channels, shape.input_size, shape.num_classes):
+        raise UserError(f"architecture expects {arch.in_channels}x{arch.input_size}x{arch.input_size} inputs and "
+                        f"{arch.num_classes} classes, but {data.name} has {shape.in_channels}x{shape.input_size}x"
+                        f"{shape.input_size} and {shape.num_classes}; fix in_channels/input_size/num_classes")
+
+
+def make_trainer(config: TrainConfig, out_dir: Optional[Path], callbacks: Sequence[pl.Callback] = (),
+                 progress: bool = True) -> pl.Trainer:
+    device = resolve_device(config.device)
+    checkpoints = []
+    if out_dir is not None:
+        checkpoints.append(pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True,
+                                                        save_top_k=0, every_n_epochs=1))
+    return pl.Trainer(
+        max_epochs=config.epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+        precision="bf16-mixed" if device == "cuda" else "32-true",
+        callbacks=[*checkpoints, *callbacks], logger=False, enable_checkpointing=bool(checkpoints),
+        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out_dir,
+        num_sanity_val_steps=0, deterministic=False,
+    )
+
+
+def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Optional[Path] = None,
+          callbacks: Sequence[pl.Callback] = (), progress: bool = True, test: bool = True,
+          resume_from: Optional[Path] = None) -> tuple[nn.Module, dict]:
+    """Train the network ``arch`` describes on ``data``; returns the model and its metrics."""
+    check_data_matches(arch, data)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(arch)
+    on_gpu = resolve_device(config.device) == "cuda"
+    if on_gpu and arch.member.family == "resnet":
+        model = model.to(memory_format=torch.channels_last)
+    module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")
+    trainer = make_trainer(config, out_dir, callbacks, progress)
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+    metrics = {"val_accuracy": _metric(trainer, "val_acc"), "epochs": config.epochs, **asdict(config)}
+    if test:
+        trainer.test(module, datamodule=data, verbose=False)
+        metrics["test_accuracy"] = _metric(trainer, "test_acc")
+    return model.cpu().to(memory_format=torch.contiguous_format), metrics
+
+
+def _metric(trainer: pl.Trainer, name: str) -> float:
+    value = trainer.callback_metrics.get(name)
+    return float(value) if value is not None else math.nan

@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mpn-nas",
+    version="0.1.0",
+    description="Multi-path neural networks with data-dependent routing as NNI search-space primitives",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mpn_nas", "mpn_nas.*", "search_spaces", "search_spaces.*", "strategies",
+                                    "strategies.*"]),
+    install_requires=[
+        # Upper bounds keep pip on the locally available wheels instead of pulling new CUDA builds.
+        "torch>=2.1,<2.15",
+        "torchvision>=0.16,<0.30",
+        "nni==3.0",
+        "pytorch-lightning>=2.0,<3",
+        "torchmetrics>=1.0",
+        "scikit-learn>=1.2",
+        "matplotlib>=3.6",
+        "setuptools<81",  # nnictl imports pkg_resources
+    ],
+    extras_require={
+        "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16"],
+    },
+    entry_points={"console_scripts": ["mpn-nas=mpn_nas.cli:main"]},
+)
