@@ -6,6 +6,7 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -20,7 +21,7 @@ EXIT_FAILURE = 1
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage too; keep to one line
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(f"{message} (see '{self.prog} --help')")
 
 
 def _positive_int(text: str) -> int:
@@ -109,11 +110,22 @@ def _ensure_writable(out: Path) -> None:
         raise UserError(f"output directory {out} is not writable ({err.strerror}); pass another --out") from None
 
 
+# Modules whose ``register(commands)`` adds subcommands. They must not import nni at import time:
+# handlers import what they need, so ``retrain`` keeps working where nni is absent.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mpn-nas", description="Multi-path networks with data-dependent routing, searchable with NNI.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _register_core(commands)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
+    return parser
 
+
+def _register_core(commands) -> None:
     profile = commands.add_parser("profile", help="parameters, FLOPs and latency of an architecture")
     profile.add_argument("arch", help="architecture JSON file")
     profile.add_argument("--json", action="store_true", help='print {"params", "flops", "latency_ms"} as JSON')
@@ -126,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--out", required=True, help="output directory for model.pt and metrics.json")
     retrain.add_argument("--quiet", action="store_true", help="no progress bar")
     retrain.set_defaults(handler=cmd_retrain)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,7 +1,9 @@
 """Training with Lightning: the loop, schedule, metrics, checkpoints and progress bar."""
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -109,8 +111,17 @@ def check_data_matches(arch: Arch, data: ClassificationData) -> None:
                         f"{shape.input_size} and {shape.num_classes}; fix in_channels/input_size/num_classes")
 
 
+def _quiet_lightning() -> None:
+    """Lightning's start-up banners (GPU/TPU availability, tips) drown the progress we show."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+
 def make_trainer(config: TrainConfig, out_dir: Optional[Path], callbacks: Sequence[pl.Callback] = (),
                  progress: bool = True) -> pl.Trainer:
+    _quiet_lightning()
     device = resolve_device(config.device)
     checkpoints = []
     if out_dir is not None:

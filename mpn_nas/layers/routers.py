@@ -118,7 +118,7 @@ class StaticRouter(Router):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, in_paths, ...)`` -> ``A``: ``(B, in_paths, out_paths)``, equal for every sample."""
-        return self.normalise(self.logits.to(x.dtype)).expand(x.shape[0], -1, -1)
+        return self.normalise(self.logits.to(x.dtype).unsqueeze(0)).expand(x.shape[0], -1, -1)
 
 
 class CrossPredictionRouter(Router):

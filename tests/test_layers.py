@@ -1,0 +1,99 @@
+import pytest
+import torch
+from torch import nn
+
+from mpn_nas.layers import ROUTING_TYPES, MultiPathBasicBlock, MultiPathConv2d, MultiPathLinear
+
+
+def test_one_path_conv_equals_plain_conv():
+    layer = MultiPathConv2d(3, 5, path_count=1, routing="none", norm=False, activation=False)
+    plain = nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    plain.weight.data.copy_(layer.conv.weight.data)
+    x = torch.randn(4, 3, 9, 9)
+    torch.testing.assert_close(layer(x.unsqueeze(1)).squeeze(1), plain(x))
+
+
+def test_one_path_linear_equals_plain_linear():
+    layer = MultiPathLinear(6, 4, path_count=1, routing="none", norm=False, activation=False)
+    plain = nn.Linear(6, 4)
+    plain.weight.data.copy_(layer.weight.data[0].T)
+    plain.bias.data.copy_(layer.bias.data[0])
+    x = torch.randn(7, 6)
+    torch.testing.assert_close(layer(x.unsqueeze(1)).squeeze(1), plain(x))
+
+
+def test_none_conv_paths_are_independent_operations():
+    p = 4
+    layer = MultiPathConv2d(3, 5, path_count=p, routing="none", stride=2, norm=False, activation=False)
+    x = torch.randn(2, p, 3, 8, 8)
+    out = layer(x)
+    for i in range(p):
+        weight = layer.conv.weight[i * 5:(i + 1) * 5]
+        torch.testing.assert_close(out[:, i], nn.functional.conv2d(x[:, i], weight, stride=2, padding=1))
+
+
+def test_none_linear_paths_are_independent_operations():
+    p = 3
+    layer = MultiPathLinear(6, 4, path_count=p, routing="none", norm=False, activation=False)
+    x = torch.randn(5, p, 6)
+    out = layer(x)
+    for i in range(p):
+        torch.testing.assert_close(out[:, i], x[:, i] @ layer.weight[i] + layer.bias[i])
+
+
+@pytest.mark.parametrize("routing", ["static", "cross_prediction", "feature_dependent"])
+def test_routed_conv_mixes_paths_as_documented(routing):
+    layer = MultiPathConv2d(3, 5, path_count=3, in_paths=2, routing=routing, norm=False, activation=False)
+    x = torch.randn(2, 2, 3, 6, 6)
+    a = layer.mix.router(x)
+    out = layer(x)
+    for j in range(3):
+        z_j = sum(a[:, i, j, None, None, None] * x[:, i] for i in range(2))
+        weight = layer.conv.weight[j * 5:(j + 1) * 5]
+        torch.testing.assert_close(out[:, j], nn.functional.conv2d(z_j, weight, padding=1), rtol=1e-4, atol=1e-5)
+
+
+def test_changing_one_path_input_changes_other_paths_only_when_routed():
+    x = torch.randn(2, 4, 3, 6, 6)
+    x2 = x.clone()
+    x2[:, 0] += 1.0
+    for routing in ROUTING_TYPES:
+        layer = MultiPathConv2d(3, 5, path_count=4, routing=routing, density=1.0).eval()
+        changed = (layer(x) - layer(x2)).abs().amax(dim=(0, 2, 3, 4)) > 1e-6
+        if routing == "none":
+            assert changed.tolist() == [True, False, False, False]
+        else:
+            assert changed.all(), routing
+
+
+def test_routing_recorded_only_when_asked():
+    layer = MultiPathLinear(6, 4, path_count=3, routing="feature_dependent")
+    x = torch.randn(5, 3, 6)
+    layer(x)
+    assert layer.mix.last_routing is None
+    layer.mix.record_routing = True
+    layer(x)
+    assert layer.mix.last_routing.shape == (5, 3, 3) and not layer.mix.last_routing.requires_grad
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("routing", ROUTING_TYPES)
+def test_parameter_growth_linear_in_paths_quadratic_in_width(routing):
+    width, p = 16, 4
+    one = _params(MultiPathConv2d(width, width, 1, "none", norm=False))
+    multi = _params(MultiPathConv2d(width, width, p, routing, norm=False))
+    wide = _params(MultiPathConv2d(p * width, p * width, 1, "none", norm=False))
+    router = _params(MultiPathConv2d(width, width, p, routing, norm=False).mix)
+    assert multi - router == p * one
+    assert wide == p * p * one
+    assert router < 0.1 * multi  # routing is a small overhead
+
+
+def test_basic_block_shapes_and_residual():
+    block = MultiPathBasicBlock(8, 16, path_count=4, in_paths=2, routing="cross_prediction", stride=2, se=True)
+    assert block(torch.randn(3, 2, 8, 8, 8)).shape == (3, 4, 16, 4, 4)
+    same = MultiPathBasicBlock(8, 8, path_count=2, in_paths=2, routing="none")
+    assert isinstance(same.shortcut, nn.Identity)

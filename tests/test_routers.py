@@ -1,0 +1,99 @@
+import itertools
+
+import pytest
+import torch
+
+from mpn_nas.layers import ROUTING_TYPES, build_router, kept_connections
+
+SHAPES = [(p_in, p_out) for p_in in range(1, 9) for p_out in range(1, 9)]
+DENSITIES = (0.25, 0.5, 1.0)
+
+
+def _cases():
+    for routing, (p_in, p_out), density in itertools.product(ROUTING_TYPES, SHAPES, DENSITIES):
+        if routing == "none" and p_in != p_out:
+            continue
+        yield routing, p_in, p_out, density
+
+
+@pytest.mark.parametrize("spatial", [True, False], ids=["conv", "dense"])
+def test_routing_matrix_normalised_masked_and_keeps_k(spatial):
+    channels = 6
+    for routing, p_in, p_out, density in _cases():
+        router = build_router(routing, p_in, p_out, channels, density)
+        x = torch.randn(5, p_in, channels, 4, 4) if spatial else torch.randn(5, p_in, channels)
+        a = router(x)
+        assert a.shape == (5, p_in, p_out)
+        if routing == "none":
+            assert torch.equal(a, torch.eye(p_in).expand(5, -1, -1))
+            continue
+        if routing == "cross_prediction":  # each source hands out all of its signal
+            sums, kept_axis, candidates = a.sum(dim=2), 2, p_out
+        else:  # each destination receives a convex mix of its sources
+            sums, kept_axis, candidates = a.sum(dim=1), 1, p_in
+        torch.testing.assert_close(sums, torch.ones_like(sums))
+        mask = router.mask.expand_as(a)
+        assert torch.all(a[~mask] == 0), (routing, p_in, p_out, density)
+        k = kept_connections(density, candidates)
+        assert torch.all(router.mask.sum(dim=kept_axis - 1) == k), (routing, p_in, p_out, density)
+        assert torch.all((a > 0).sum(dim=kept_axis) == k), (routing, p_in, p_out, density)
+
+
+def test_window_keeps_aligned_path_and_is_circulant():
+    router = build_router("static", 4, 4, 3, density=0.5)
+    # destination j keeps sources j and j+1 (mod 4)
+    expected = torch.tensor([[1, 0, 0, 1], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    assert torch.equal(router.mask, expected)
+    assert kept_connections(0.01, 8) == 1 and kept_connections(1.0, 8) == 8 and kept_connections(0.5, 3) == 2
+
+
+@pytest.mark.parametrize("routing", ["static", "cross_prediction", "feature_dependent"])
+def test_square_routers_start_near_identity(routing):
+    router = build_router(routing, 4, 4, 8, density=1.0)
+    a = router(torch.randn(16, 4, 8, 3, 3))
+    diagonal = torch.diagonal(a, dim1=1, dim2=2)
+    assert diagonal.min() > 0.6, diagonal.min()
+
+
+@pytest.mark.parametrize("routing", ["static", "cross_prediction", "feature_dependent"])
+def test_rectangular_routers_start_uniform(routing):
+    router = build_router(routing, 2, 4, 8, density=1.0)
+    a = router(torch.randn(16, 2, 8, 3, 3))
+    if routing == "static":
+        torch.testing.assert_close(a, torch.full_like(a, 0.5))
+    else:  # uniform in expectation, small input-dependent deviations
+        assert (a - (0.25 if routing == "cross_prediction" else 0.5)).abs().max() < 0.25
+
+
+@pytest.mark.parametrize("routing", ["cross_prediction", "feature_dependent"])
+def test_data_dependent_routers_depend_on_input(routing):
+    router = build_router(routing, 4, 4, 8, density=1.0)
+    x1, x2 = torch.randn(1, 4, 8, 5, 5), torch.randn(1, 4, 8, 5, 5) * 3 + 1
+    assert not torch.allclose(router(x1), router(x2), atol=1e-6)
+
+
+def test_static_router_same_for_every_input():
+    router = build_router("static", 3, 5, 8, density=0.5)
+    with torch.no_grad():
+        router.logits.normal_()
+    a = router(torch.randn(7, 3, 8, 4, 4))
+    assert torch.equal(a, a[:1].expand_as(a))
+
+
+@pytest.mark.parametrize("routing", ["static", "cross_prediction", "feature_dependent"])
+def test_gradients_reach_every_router_parameter(routing):
+    router = build_router(routing, 4, 3, 8, density=1.0)
+    x = torch.randn(6, 4, 8, 4, 4)
+    target = torch.randn(6, 4, 3)
+    ((router(x) - target) ** 2).sum().backward()
+    for name, param in router.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("bad", [
+    dict(routing="bogus"), dict(routing="none", out_paths=3), dict(density=0.0), dict(density=1.5), dict(in_paths=0),
+])
+def test_bad_router_arguments(bad):
+    args = dict(routing="static", in_paths=2, out_paths=2, channels=4, density=1.0) | bad
+    with pytest.raises(ValueError):
+        build_router(**args)
