@@ -138,11 +138,12 @@ def make_trainer(config: TrainConfig, out_dir: Optional[Path], callbacks: Sequen
 
 def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Optional[Path] = None,
           callbacks: Sequence[pl.Callback] = (), progress: bool = True, test: bool = True,
-          resume_from: Optional[Path] = None) -> tuple[nn.Module, dict]:
-    """Train the network ``arch`` describes on ``data``; returns the model and its metrics."""
+          resume_from: Optional[Path] = None, model: Optional[nn.Module] = None) -> tuple[nn.Module, dict]:
+    """Train the network ``arch`` describes (``model`` if given, else a new one) on ``data``;
+    returns the model and its metrics."""
     check_data_matches(arch, data)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    model = build_model(arch)
+    model = build_model(arch) if model is None else model
     on_gpu = resolve_device(config.device) == "cuda"
     if on_gpu and arch.member.family == "resnet":
         model = model.to(memory_format=torch.channels_last)

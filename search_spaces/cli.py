@@ -1,0 +1,49 @@
+"""``mpn-nas`` subcommands that need the search spaces (nni is imported only when they run)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+
+
+def add_space_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", default="resnet", help="resnet | mlp")
+    parser.add_argument("--space-config", default=None, help="JSON file of candidate lists to change")
+
+
+def space_config_for(args: argparse.Namespace, in_channels: int, input_size: int, num_classes: int):
+    from mpn_nas.errors import UserError
+
+    from .config import load_config
+
+    if args.space not in ("resnet", "mlp"):
+        raise UserError(f"unknown space {args.space!r}; allowed: resnet, mlp")
+    return load_config(args.space, args.space_config, in_channels=in_channels, input_size=input_size,
+                       num_classes=num_classes)
+
+
+def cmd_export_space(args: argparse.Namespace) -> int:
+    from .budget import complexity_range
+    from .hpo import write_search_space
+
+    in_channels, input_size, num_classes = SHAPES[args.shape]
+    config = space_config_for(args, in_channels, input_size, num_classes)
+    write_search_space(config, args.output)
+    extremes = complexity_range(config)
+    print(f"wrote {args.output}: {len(config.labels())} choices, {config.size():,} samples; "
+          f"params {extremes['smallest'].params:,}..{extremes['largest'].params:,}, "
+          f"flops {extremes['smallest'].flops:,}..{extremes['largest'].flops:,}")
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+    return 0
+
+
+def register(commands) -> None:
+    export = commands.add_parser("export-space", help="write the NNI (nnictl) search space of a model space")
+    add_space_options(export)
+    export.add_argument("--shape", default="digits", choices=sorted(SHAPES),
+                        help="input shape and classes the space is built for (default digits)")
+    export.add_argument("-o", "--output", required=True, help="search_space.json to write")
+    export.add_argument("--print-config", action="store_true", help="also print the effective space config")
+    export.set_defaults(handler=cmd_export_space)

@@ -1,0 +1,49 @@
+"""The evaluator NNI runs for each sample: train briefly, report validation accuracy to NNI.
+
+Only importable, picklable things are referenced (the ``ts`` engine serialises the evaluator into
+trial processes): the data set is passed by name and settings, never as tensors.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import pytorch_lightning as pl
+from nni.nas.evaluator import FunctionalEvaluator
+
+from mpn_nas.complexity import count_params_and_flops
+
+
+class ReportToNNI(pl.Callback):
+    """Reports validation accuracy to NNI after every epoch."""
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        import nni
+
+        if not trainer.sanity_checking and "val_acc" in trainer.callback_metrics:
+            nni.report_intermediate_result(float(trainer.callback_metrics["val_acc"]))
+
+
+def train_and_report(model, dataset: str = "digits", epochs: int = 1, batch_size: int = 64, lr: float = 0.05,
+                     optimizer: str = "sgd", seed: int = 0, data_dir: Optional[str] = None,
+                     device: str = "cpu") -> float:
+    """Train a frozen :class:`~search_spaces.spaces.MultiPathSpace` and report its validation accuracy
+    (final metric ``{"default": val_accuracy, "params": ..., "flops": ...}``)."""
+    import nni
+
+    from mpn_nas.data import DataShape, make_data
+    from mpn_nas.training import TrainConfig, train
+
+    arch = model.arch
+    config = TrainConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, device=device)
+    data = make_data(dataset, data_dir=data_dir, seed=seed, batch_size=batch_size,
+                     shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes))
+    _, metrics = train(arch, data, config, model=model.network, callbacks=[ReportToNNI()], progress=False, test=False)
+    params, flops = count_params_and_flops(arch)
+    accuracy = metrics["val_accuracy"]
+    nni.report_final_result({"default": accuracy, "params": params, "flops": flops})
+    return accuracy
+
+
+def make_evaluator(**settings) -> FunctionalEvaluator:
+    """NNI evaluator training each sample with :func:`train_and_report` and ``settings``."""
+    return FunctionalEvaluator(train_and_report, **settings)

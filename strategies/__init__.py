@@ -1,0 +1,1 @@
+"""Search strategies on top of NNI's: complexity budgets and multi-objective search."""
