@@ -1,5 +1,6 @@
-"""Data sets as Lightning data modules: ``digits`` (bundled, the default), ``cifar10``, ``cifar100``,
-``imagefolder:PATH`` and ``fake``. Nothing is downloaded unless ``download=True``."""
+"""Data sets as Lightning data modules: ``digits`` (bundled, the default), ``digits-contexts`` (the same
+digits, each rendered in one hidden context), ``cifar10``, ``cifar100``, ``imagefolder:PATH`` and
+``fake``. Nothing is downloaded unless ``download=True``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,12 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import UserError
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder:PATH", "fake")
+DATASETS = ("digits", "digits-contexts", "cifar10", "cifar100", "imagefolder:PATH", "fake")
+
+# ``digits-contexts``: the context each image is rendered in, in the order of their integer codes.
+DIGIT_CONTEXTS = ("plain", "inverted", "rotated", "mirrored-noisy")
+# Standard deviation of the Gaussian noise of ``mirrored-noisy``, on the [-1, 1] pixel scale.
+CONTEXT_NOISE_STD = 0.25
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,30 @@ class ClassificationData(pl.LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
 
+class ContextDataset(TensorDataset):
+    """Images, labels, and the integer code of the context each image was rendered in.
+
+    Items are ``(image, label)`` like any classification set; ``contexts`` (``(N,)``, codes into
+    ``context_names``) is there for analysis only: the model is never told the context.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, contexts: torch.Tensor,
+                 context_names: Sequence[str]) -> None:
+        super().__init__(images, labels)
+        self.contexts, self.context_names = contexts, tuple(context_names)
+
+
+def sample_contexts(dataset: Dataset) -> Optional[tuple[torch.Tensor, tuple[str, ...]]]:
+    """``(contexts, names)`` of every item of ``dataset`` (a :class:`ContextDataset` or a ``Subset``
+    of one), or ``None`` when the data set has no contexts."""
+    if isinstance(dataset, Subset):
+        inner = sample_contexts(dataset.dataset)
+        return None if inner is None else (inner[0][torch.as_tensor(dataset.indices)], inner[1])
+    if isinstance(dataset, ContextDataset):
+        return dataset.contexts, dataset.context_names
+    return None
+
+
 def _split_indices(labels: Sequence[int], fractions: tuple[float, float], seed: int) -> tuple[list, list, list]:
     """Stratified, seeded train/val/test indices; ``fractions`` are the val and test shares."""
     from sklearn.model_selection import train_test_split
@@ -73,6 +103,41 @@ def _digits(seed: int, **loader_args) -> ClassificationData:
     full = TensorDataset(images, labels)
     train, val, test = _split_indices(labels.tolist(), (0.15, 0.15), seed)
     return ClassificationData("digits", DataShape(1, 8, 10), Subset(full, train), Subset(full, val),
+                              Subset(full, test), **loader_args)
+
+
+def render_in_contexts(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each ``(N, 1, H, W)`` image in [-1, 1], rendered in one context drawn at random (seeded).
+
+    Contexts (:data:`DIGIT_CONTEXTS`): ``plain``; ``inverted`` (dark digit on a light ground);
+    ``rotated`` (a quarter turn anticlockwise); ``mirrored-noisy`` (left-right mirror plus Gaussian
+    noise of standard deviation :data:`CONTEXT_NOISE_STD`, clipped to [-1, 1]). Every context gets
+    an equal share of the images (up to one). Returns ``(rendered, contexts)``: ``(N, 1, H, W)``
+    and ``(N,)`` context codes. The same seed gives the same tensors.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    count = images.shape[0]
+    contexts = (torch.arange(count) % len(DIGIT_CONTEXTS))[torch.randperm(count, generator=generator)]
+    noise = torch.randn(images.shape, generator=generator) * CONTEXT_NOISE_STD
+    renderings = (
+        images,
+        -images,
+        torch.rot90(images, 1, dims=(2, 3)),
+        (torch.flip(images, dims=(3,)) + noise).clamp(-1.0, 1.0),
+    )
+    rendered = torch.stack(renderings)[contexts, torch.arange(count)]
+    return rendered, contexts
+
+
+def _digits_contexts(seed: int, **loader_args) -> ClassificationData:
+    """Digits in hidden contexts; the split is stratified by class and context together, so every
+    context is present in train, validation and test."""
+    images, labels = digits_tensors()
+    rendered, contexts = render_in_contexts(images, seed)
+    full = ContextDataset(rendered, labels, contexts, DIGIT_CONTEXTS)
+    strata = (labels * len(DIGIT_CONTEXTS) + contexts).tolist()
+    train, val, test = _split_indices(strata, (0.15, 0.15), seed)
+    return ClassificationData("digits-contexts", DataShape(1, 8, 10), Subset(full, train), Subset(full, val),
                               Subset(full, test), **loader_args)
 
 
@@ -152,6 +217,8 @@ def make_data(name: str, *, data_dir: Optional[str] = None, download: bool = Fal
     loader_args = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
     if name == "digits":
         return _digits(seed, **loader_args)
+    if name == "digits-contexts":
+        return _digits_contexts(seed, **loader_args)
     if name in ("cifar10", "cifar100"):
         return _cifar(name, data_dir, download, seed, **loader_args)
     if name.startswith("imagefolder:"):
@@ -162,6 +229,6 @@ def make_data(name: str, *, data_dir: Optional[str] = None, download: bool = Fal
 
 def check_dataset_name(name: str) -> None:
     """Fail early, before any work, on a data set name that :func:`make_data` would not accept."""
-    if name in ("digits", "cifar10", "cifar100", "fake") or (name.startswith("imagefolder:") and len(name) > 12):
+    if name in ("digits", "digits-contexts", "cifar10", "cifar100", "fake") or (name.startswith("imagefolder:") and len(name) > 12):
         return
     raise UserError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")

@@ -58,9 +58,31 @@ def initial_logits(in_paths: int, out_paths: int, kept: int) -> torch.Tensor:
     return logits
 
 
+class _SpatialMean(torch.autograd.Function):
+    """``x.mean(dim=(3, 4))`` whose backward returns a broadcast view instead of a full-size tensor.
+
+    Autograd's own mean materialises ``grad / (H * W)`` at the input's size and then adds it,
+    out of place, to the gradient the mix sends to the same input: two passes over the largest
+    tensor of the layer. A zero-stride view lets the engine add it in place into the mix's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.input_shape = x.shape
+        return x.mean(dim=(3, 4))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        height, width = ctx.input_shape[3:]
+        return (grad / (height * width))[..., None, None].expand(ctx.input_shape)
+
+
 def pool_paths(x: torch.Tensor) -> torch.Tensor:
     """Global average pool of each path: ``(B, p, C, H, W)`` or ``(B, p, C)`` to ``(B, p, C)``."""
-    return x.mean(dim=(3, 4)) if x.dim() == 5 else x
+    if x.dim() != 5:
+        return x
+    # The custom backward only matters when autograd records; tracers and exporters see a plain mean.
+    return _SpatialMean.apply(x) if torch.is_grad_enabled() and x.requires_grad else x.mean(dim=(3, 4))
 
 
 class Router(nn.Module):
@@ -78,11 +100,15 @@ class Router(nn.Module):
             raise ValueError(f"density must be in (0, 1], got {density}")
         self.in_paths, self.out_paths, self.density = in_paths, out_paths, density
         self.register_buffer("mask", density_mask(in_paths, out_paths, density, self.mask_per), persistent=False)
-        self.kept = kept_connections(density, in_paths if self.mask_per == "destination" else out_paths)
+        candidates = in_paths if self.mask_per == "destination" else out_paths
+        self.kept = kept_connections(density, candidates)
+        # All-to-all routing has nothing to mask: skip the masked_fill and its backward.
+        self.masked = self.kept < candidates
 
     def normalise(self, logits: torch.Tensor) -> torch.Tensor:
         """Masked softmax of ``(B, in_paths, out_paths)`` logits; masked entries are exactly 0."""
-        logits = logits.masked_fill(~self.mask, float("-inf"))
+        if self.masked:
+            logits = logits.masked_fill(~self.mask, float("-inf"))
         return torch.softmax(logits, dim=self.softmax_dim)
 
     def extra_repr(self) -> str:
