@@ -25,19 +25,24 @@ class ReportToNNI(pl.Callback):
 
 def train_and_report(model, dataset: str = "digits", epochs: int = 1, batch_size: int = 64, lr: float = 0.05,
                      optimizer: str = "sgd", seed: int = 0, data_dir: Optional[str] = None,
-                     device: str = "cpu") -> float:
+                     device: str = "cpu", threads: Optional[int] = None) -> float:
     """Train a frozen :class:`~search_spaces.spaces.MultiPathSpace` and report its validation accuracy
     (final metric ``{"default": val_accuracy, "params": ..., "flops": ...}``)."""
     import nni
+    import torch
 
     from mpn_nas.data import DataShape, make_data
     from mpn_nas.training import TrainConfig, train
 
+    if threads:  # concurrent trials on one machine must not oversubscribe its cores
+        torch.set_num_threads(threads)
     arch = model.arch
     config = TrainConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, device=device)
     data = make_data(dataset, data_dir=data_dir, seed=seed, batch_size=batch_size,
                      shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes))
-    _, metrics = train(arch, data, config, model=model.network, callbacks=[ReportToNNI()], progress=False, test=False)
+    # Train a network built after seeding (same builder, same structure as model.network), so that a
+    # trial's result depends only on its architecture and seed, not on when NNI built the space.
+    _, metrics = train(arch, data, config, callbacks=[ReportToNNI()], progress=False, test=False)
     params, flops = count_params_and_flops(arch)
     accuracy = metrics["val_accuracy"]
     nni.report_final_result({"default": accuracy, "params": params, "flops": flops})

@@ -1,0 +1,62 @@
+"""``mpn-nas search`` (and the nnictl trial command): thin wrappers over :mod:`strategies.search`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated GPU indices like 0,1, got {text!r}") from None
+
+
+def add_budget_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-params", type=int, default=None, help="parameter budget")
+    parser.add_argument("--max-flops", type=int, default=None, help="FLOPs budget (one sample)")
+    parser.add_argument("--max-latency-ms", type=float, default=None, help="batch-1 CPU latency budget")
+
+
+def budget_from(args: argparse.Namespace):
+    from search_spaces.budget import Budget
+
+    return Budget(args.max_params, args.max_flops, args.max_latency_ms)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import SearchSettings, run_search
+
+    settings = SearchSettings(
+        out=Path(args.out), space=args.space, space_config=args.space_config, dataset=args.dataset,
+        data_dir=args.data_dir, strategy=args.strategy, budget=budget_from(args), trials=args.trials,
+        epochs=args.epochs, engine=args.engine, concurrency=args.concurrency, gpus=args.gpus, port=args.port,
+        seed=args.seed, batch_size=args.batch_size, lr=args.lr, device=args.device, force=args.force,
+        quiet=args.quiet)
+    run_search(settings)
+    return 0
+
+
+def register(commands) -> None:
+    from search_spaces.cli import add_space_options
+
+    search = commands.add_parser("search", help="search a multi-path space with an NNI strategy under a budget")
+    add_space_options(search)
+    search.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | imagefolder:PATH | fake")
+    search.add_argument("--data-dir", default=None)
+    search.add_argument("--strategy", default="random", help="random | grid | evolution | tpe")
+    add_budget_options(search)
+    search.add_argument("--trials", type=int, default=8, help="trials to train (over-budget samples do not count)")
+    search.add_argument("--epochs", type=int, default=2, help="training epochs per trial")
+    search.add_argument("--engine", default="sequential", help="sequential (in-process) | ts (NNI manager, web UI)")
+    search.add_argument("--concurrency", type=int, default=1, help="trials at once (ts engine)")
+    search.add_argument("--gpus", type=_gpu_list, default=None, help="GPU indices for trials, e.g. 0,1 (ts engine)")
+    search.add_argument("--port", type=int, default=8080, help="NNI manager / web UI port (ts engine)")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--batch-size", type=int, default=64)
+    search.add_argument("--lr", type=float, default=0.05)
+    search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="trial device")
+    search.add_argument("--out", required=True, help="directory for best_arch.json, trials.csv, summary.json, ...")
+    search.add_argument("--force", action="store_true", help="overwrite a previous search in --out")
+    search.add_argument("--quiet", action="store_true")
+    search.set_defaults(handler=cmd_search)

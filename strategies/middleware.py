@@ -1,0 +1,175 @@
+"""Strategy middleware (NNI's ``Chain``/``Filter`` mechanism): complexity budgets and trial records.
+
+``Chain(strategy, TrialRecorder(...), BudgetFilter(...))``: the strategy submits to the recorder,
+which hands models to the filter, which submits only within-budget models to the engine.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+from nni.nas.execution.event import ModelEventType
+from nni.nas.space import ExecutableModelSpace, ModelStatus
+from nni.nas.strategy.middleware import Filter, StrategyMiddleware
+
+from search_spaces.budget import Budget, check_sample
+from search_spaces.config import SpaceConfig
+
+
+class BudgetFilter(Filter):
+    """Never submits a sample over ``budget``; counts what it screened out.
+
+    ``patience`` consecutive rejections end the search (the space is then almost all over budget).
+    """
+
+    def __init__(self, config: SpaceConfig, budget: Budget, device: str = "cpu", patience: int = 2000) -> None:
+        super().__init__(self.fits, patience=patience)
+        self.config, self.budget, self.device = config, budget, device
+
+    def fits(self, model: ExecutableModelSpace) -> bool:
+        ok, _, _ = check_sample(self.config, model.sample, self.budget, self.device)
+        return ok
+
+    @property
+    def screened_out(self) -> int:
+        return self._filter_count_total
+
+    def extra_repr(self) -> str:
+        return f"budget={self.budget}"
+
+
+@dataclass
+class TrialRecord:
+    """What happened to one submitted sample."""
+
+    index: int
+    sample: dict
+    status: str = "running"
+    val_accuracy: Optional[float] = None
+    metrics: dict = field(default_factory=dict)
+    intermediates: list = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    seconds: Optional[float] = None
+    reason: str = ""
+    model: Any = field(default=None, repr=False)  # the engine only keeps weak references to running models
+
+
+class TrialRecorder(StrategyMiddleware):
+    """Records every trained sample (metrics, duration, status) and calls ``on_end(record)`` after each.
+
+    Models the filter below rejects are not trials: they are not recorded here.
+    """
+
+    def __init__(self, on_end: Callable[[TrialRecord], None] = lambda record: None,
+                 first_index: int = 1) -> None:
+        super().__init__()
+        self.on_end = on_end
+        self.records: dict[int, TrialRecord] = {}  # by id(model)
+        self._next_index = first_index
+        self._lock = threading.Lock()
+
+    def _initialize_engine(self, engine) -> None:
+        engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final_metric)
+        engine.register_model_event_callback(ModelEventType.IntermediateMetric, self._on_intermediate)
+        engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
+
+    def _cleanup(self) -> None:
+        self.engine.unregister_model_event_callback(ModelEventType.FinalMetric, self._on_final_metric)
+        self.engine.unregister_model_event_callback(ModelEventType.IntermediateMetric, self._on_intermediate)
+        self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
+
+    def submit_models(self, *models: ExecutableModelSpace) -> None:
+        for model in models:
+            with self._lock:
+                self.records[id(model)] = TrialRecord(0, dict(model.sample), model=model)
+        self.engine.submit_models(*models)
+
+    def _record(self, model: ExecutableModelSpace) -> Optional[TrialRecord]:
+        return self.records.get(id(model))
+
+    def _on_intermediate(self, event) -> None:
+        record = self._record(event.model)
+        if record is not None:
+            record.intermediates.append(_as_float(event.metric))
+
+    def _on_final_metric(self, event) -> None:
+        record = self._record(event.model)
+        if record is not None:
+            record.metrics = dict(event.metric) if isinstance(event.metric, dict) else {"default": event.metric}
+            record.val_accuracy = _as_float(event.metric)
+
+    def _on_training_end(self, event) -> None:
+        with self._lock:
+            record = self.records.get(id(event.model))
+            if record is None or event.status == ModelStatus.Invalid:  # screened out below us: not a trial
+                self.records.pop(id(event.model), None)
+                return
+            record.index, self._next_index = self._next_index, self._next_index + 1
+        record.seconds = round(time.time() - record.started, 2)
+        record.model = None
+        record.status = "succeeded" if event.status == ModelStatus.Trained and record.val_accuracy is not None \
+            else "failed"
+        if record.status == "failed":
+            record.reason = record.metrics.get("error", "") or f"training ended with status {event.status.value}"
+        self.on_end(record)
+
+    def state_dict(self) -> dict:
+        return {"next_index": self._next_index}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._next_index = state_dict.get("next_index", self._next_index)
+
+    def wait_until_recorded(self, timeout: float = 60.0) -> bool:
+        """Wait for the end events of submitted trials: NNI's manager reports "done" slightly before
+        the last trial's metric and end reach this process."""
+        deadline = time.time() + timeout
+        while any(r.status == "running" for r in list(self.records.values())):
+            if time.time() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def reconcile(self, engine_models: Iterable[ExecutableModelSpace]) -> None:
+        """Complete records whose end event never arrived from what the engine's database says
+        (NNI 3.0's training-service engine can drop the last trial's events at shutdown); records of
+        models that never started are dropped."""
+        completed = [m for m in engine_models if m.status.completed()]
+        for key, record in list(self.records.items()):
+            if record.status != "running":
+                continue
+            match = next((m for m in completed if m.sample == record.sample), None)
+            if match is None:
+                self.records.pop(key)
+                continue
+            completed.remove(match)
+            if match.metric is not None:
+                self._on_final_metric(_Event(record.model, match.metric))
+            self._on_training_end(_Event(record.model, status=match.status))
+
+    def finished(self) -> list[TrialRecord]:
+        return sorted((r for r in self.records.values() if r.status != "running"), key=lambda r: r.index)
+
+    # Events the upper level registers for come from the engine below; this middleware adds none.
+    def register_model_event_callback(self, event_type, callback) -> None:
+        self.engine.register_model_event_callback(event_type, callback)
+
+    def unregister_model_event_callback(self, event_type, callback) -> None:
+        self.engine.unregister_model_event_callback(event_type, callback)
+
+    def list_models(self, status: Optional[ModelStatus] = None) -> Iterable[ExecutableModelSpace]:
+        return self.engine.list_models(status)
+
+
+@dataclass
+class _Event:
+    model: Any
+    metric: Any = None
+    status: Any = None
+
+
+def _as_float(metric: Any) -> Optional[float]:
+    if isinstance(metric, dict):
+        metric = metric.get("default")
+    return None if metric is None else float(metric)

@@ -1,0 +1,244 @@
+"""``mpn-nas search``: an NNI ``NasExperiment`` over a multi-path space under a complexity budget,
+with artifacts written as trials finish."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+from mpn_nas.errors import UserError
+
+from search_spaces.budget import Budget, arch_cost, require_feasible
+from search_spaces.config import SpaceConfig, sample_to_arch
+
+from .artifacts import plot_pareto, write_json, write_trials_csv
+from .middleware import TrialRecord
+from .registry import check_strategy_name
+
+SUMMARY_FORMAT = "mpn-nas/search"
+ENGINES = ("sequential", "ts")
+
+
+@dataclass
+class SearchSettings:
+    out: Path
+    space: str = "resnet"
+    space_config: Optional[str] = None
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    strategy: str = "random"
+    budget: Budget = field(default_factory=Budget)
+    trials: int = 8
+    epochs: int = 2
+    engine: str = "sequential"
+    concurrency: int = 1
+    gpus: Optional[list[int]] = None
+    port: int = 8080
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 0.05
+    device: str = "auto"
+    force: bool = False
+    quiet: bool = False
+
+    def identity(self) -> dict:
+        """What makes two searches the same search (for refusing to mix them in one directory)."""
+        return {"space": self.space, "space_config": self.space_config, "dataset": self.dataset,
+                "strategy": self.strategy, "budget": self.budget.to_dict(), "seed": self.seed, "epochs": self.epochs}
+
+
+def dataset_shape(dataset: str, data_dir: Optional[str]) -> tuple[int, int, int]:
+    """``(in_channels, input_size, num_classes)``; fails early on unknown names and missing files."""
+    from mpn_nas.data import DataShape, check_dataset_name, make_data
+
+    check_dataset_name(dataset)
+    if dataset == "digits":
+        return 1, 8, 10
+    shape = make_data(dataset, data_dir=data_dir, shape=DataShape(3, 32, 10)).shape
+    return shape.in_channels, shape.input_size, shape.num_classes
+
+
+def validate(settings: SearchSettings) -> None:
+    check_strategy_name(settings.strategy)
+    if settings.engine not in ENGINES:
+        raise UserError(f"unknown engine {settings.engine!r}; allowed: {', '.join(ENGINES)}")
+    for name in ("trials", "epochs", "concurrency", "batch_size"):
+        if getattr(settings, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
+    if settings.engine == "sequential" and (settings.concurrency > 1 or settings.gpus):
+        raise UserError("--concurrency and --gpus need --engine ts (the sequential engine trains one trial at a time "
+                        "in this process)")
+
+
+def prepare_output(settings: SearchSettings) -> None:
+    """Refuse a directory holding a different search unless ``--force``; fail early when not writable."""
+    out = settings.out
+    summary = out / "summary.json"
+    if summary.exists() and not settings.force:
+        try:
+            previous = json.loads(summary.read_text()).get("settings", {})
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+        what = "the same search" if previous == settings.identity() else "a different search"
+        raise UserError(f"{out} already holds {what}; pass --force to overwrite it or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").write_text("")
+        (out / ".write-test").unlink()
+    except OSError as err:
+        raise UserError(f"output directory {out} is not writable ({err.strerror}); pass another --out") from None
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the search like Ctrl-C does (NNI manager stopped, artifacts kept)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class SearchLog:
+    """Writes ``trials.csv`` after every trial and prints progress (trial i of N, best so far)."""
+
+    def __init__(self, settings: SearchSettings, config: SpaceConfig) -> None:
+        self.settings, self.config = settings, config
+        self.rows: list[dict] = []
+        self.labels = list(config.labels())
+
+    def trial_ended(self, record: TrialRecord) -> None:
+        cost = arch_cost(sample_to_arch(self.config, record.sample))
+        row = {"trial": record.index, "status": record.status, "params": cost.params, "flops": cost.flops,
+               "val_accuracy": "" if record.val_accuracy is None else round(record.val_accuracy, 6),
+               "seconds": record.seconds, "reason": record.reason, **record.sample}
+        self.rows.append(row)
+        write_trials_csv(self.settings.out / "trials.csv", self.rows, self.labels)
+        if not self.settings.quiet:
+            best = self.best()
+            shown = "failed: " + record.reason if record.status == "failed" else f"val_acc {record.val_accuracy:.4f}"
+            best_text = f"best {best['val_accuracy']:.4f} (trial {best['trial']})" if best else "no success yet"
+            print(f"[trial {record.index}/{self.settings.trials}] {shown}  params {cost.params:,}  "
+                  f"flops {cost.flops:,}  {record.seconds:.1f}s | {best_text}", flush=True)
+
+    def best(self) -> Optional[dict]:
+        done = [r for r in self.rows if r["status"] == "succeeded"]
+        return max(done, key=lambda r: (r["val_accuracy"], -r["flops"])) if done else None
+
+
+def experiment_config(settings: SearchSettings):
+    from nni.nas.experiment import NasExperimentConfig
+
+    config = NasExperimentConfig(settings.engine, "simplified", "local")
+    config.max_trial_number = settings.trials
+    config.experiment_working_directory = str((settings.out / "nni").resolve())
+    if settings.engine == "sequential":
+        config.execution_engine.continue_on_failure = True
+    else:
+        config.trial_concurrency = settings.concurrency
+        config.trial_code_directory = str(Path.cwd())
+        if settings.gpus:
+            config.trial_gpu_number = 1
+            config.training_service.gpu_indices = settings.gpus
+            config.training_service.use_active_gpu = True
+            config.training_service.max_trial_number_per_gpu = 1
+        else:
+            config.trial_gpu_number = 0
+    return config
+
+
+def trial_threads(settings: SearchSettings) -> Optional[int]:
+    """CPU threads per trial process when several trials share this machine's cores."""
+    if settings.engine != "ts" or settings.gpus:
+        return None
+    return max(1, (os.cpu_count() or 1) // settings.concurrency)
+
+
+def run_search(settings: SearchSettings) -> dict:
+    """Run the search; returns the summary written to ``OUT/summary.json``."""
+    from nni.nas.experiment import NasExperiment
+    from nni.nas.strategy.middleware import Chain
+
+    from search_spaces.evaluation import make_evaluator
+    from search_spaces.spaces import make_space
+
+    from .middleware import BudgetFilter, TrialRecorder
+    from .registry import make_strategy
+
+    validate(settings)
+    in_channels, input_size, num_classes = dataset_shape(settings.dataset, settings.data_dir)
+    space = make_space(settings.space, in_channels, input_size, num_classes, settings.space_config)
+    smallest = require_feasible(space.config, settings.budget)
+    prepare_output(settings)
+    log = SearchLog(settings, space.config)
+    recorder = TrialRecorder(on_end=log.trial_ended)
+    budget_filter = BudgetFilter(space.config, settings.budget)
+    strategy = Chain(make_strategy(settings.strategy, settings.trials, settings.seed), recorder, budget_filter)
+    trial_device = settings.device if settings.engine == "ts" or settings.device != "auto" else "cpu"
+    evaluator = make_evaluator(dataset=settings.dataset, data_dir=settings.data_dir, epochs=settings.epochs,
+                               batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, device=trial_device,
+                               threads=trial_threads(settings))
+    experiment = NasExperiment(space, evaluator, strategy, experiment_config(settings))
+    if not settings.quiet:
+        print(f"searching {settings.space} space ({space.config.size():,} samples, smallest {smallest.params:,} params)"
+              f" on {settings.dataset} with {settings.strategy}, {settings.trials} trials of {settings.epochs} epochs"
+              + (f"; web UI on http://127.0.0.1:{settings.port}" if settings.engine == "ts" else ""), flush=True)
+    started = time.time()
+    interrupted = False
+    with sigterm_as_interrupt():
+        try:
+            interrupted = experiment.run(port=settings.port) is None  # NNI stops itself on Ctrl-C and returns None
+            if not interrupted and not recorder.wait_until_recorded(timeout=10):
+                recorder.reconcile(experiment._engine.list_models())  # NNI keeps no public handle on its engine
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            _stop_quietly(experiment)
+    summary = write_summary(settings, space.config, log, budget_filter.screened_out, time.time() - started,
+                            interrupted)
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+def _stop_quietly(experiment) -> None:
+    try:
+        experiment.stop()
+    except Exception:  # already stopped (NNI stops on Ctrl-C) or manager gone
+        pass
+
+
+def write_summary(settings: SearchSettings, config: SpaceConfig, log: SearchLog, screened_out: int,
+                  seconds: float, interrupted: bool) -> dict:
+    out = settings.out
+    best = log.best()
+    summary = {
+        "format": SUMMARY_FORMAT, "version": 1, "settings": settings.identity(), "space_config": config.to_dict(),
+        "engine": settings.engine, "trials_requested": settings.trials,
+        "trials_succeeded": sum(r["status"] == "succeeded" for r in log.rows),
+        "trials_failed": sum(r["status"] == "failed" for r in log.rows),
+        "screened_out": screened_out, "seconds": round(seconds, 1), "interrupted": interrupted, "best": None,
+    }
+    if best is not None:
+        arch = sample_to_arch(config, {k: best[k] for k in log.labels})
+        arch.to_json(out / "best_arch.json")
+        summary["best"] = {k: best[k] for k in ("trial", "val_accuracy", "params", "flops")}
+        summary["best"]["arch_file"] = "best_arch.json"
+        plot_pareto(out / "pareto.png", log.rows)
+    write_json(out / "summary.json", summary)
+    if best is None and not interrupted:
+        raise RuntimeError(f"all {len(log.rows)} trials failed; see the reason column of {out / 'trials.csv'}")
+    if not settings.quiet and best is not None:
+        print(f"best: trial {best['trial']} val_accuracy {best['val_accuracy']:.4f} params {best['params']:,} "
+              f"flops {best['flops']:,}\nwrote {out / 'best_arch.json'}, trials.csv, summary.json, pareto.png",
+              file=sys.stdout, flush=True)
+    return summary
