@@ -1,0 +1,104 @@
+"""The benchmarks run end to end in a tiny configuration (a smoke test of the code path, not of the
+figures), and the fast layers compute what the naive loop over paths computes."""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import REPO
+from mpn_nas.layers import ROUTING_TYPES, MultiPathConv2d, MultiPathLinear
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+@pytest.mark.parametrize("routing", ROUTING_TYPES)
+def test_fast_layer_matches_naive_loop_in_outputs_and_gradients(kind, routing):
+    speed = _load("layer_speed")
+    if kind == "conv":
+        layer, x = MultiPathConv2d(3, 5, 4, routing, stride=2), torch.randn(6, 4, 3, 8, 8)
+        naive = speed.naive_conv_forward
+    else:
+        layer, x = MultiPathLinear(6, 5, 4, routing), torch.randn(6, 4, 6)
+        naive = speed.naive_linear_forward
+    grad_out = torch.randn_like(layer(x))
+    results = []
+    for forward in (layer, lambda t: naive(layer, t)):
+        layer.zero_grad(set_to_none=True)
+        inputs = x.clone().requires_grad_()
+        out = forward(inputs)
+        out.backward(grad_out)
+        results.append((out.detach(), inputs.grad, [p.grad.clone() for p in layer.parameters()]))
+    (fast_out, fast_dx, fast_dw), (naive_out, naive_dx, naive_dw) = results
+    torch.testing.assert_close(fast_out, naive_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast_dx, naive_dx, rtol=1e-4, atol=1e-5)
+    for fast, slow in zip(fast_dw, naive_dw):
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_speed_runs_and_reports_every_implementation(tmp_path):
+    out = tmp_path / "speed.md"
+    result = _run("layer_speed.py", "--paths", "1", "2", "--batch", "2", "--channels", "2", "--size", "4",
+                  "--linear-batch", "4", "--features", "3", "--repeats", "2", "--warmup", "0", "--threads", "1",
+                  "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = out.read_text()
+    assert table in result.stdout
+    assert "**MultiPathConv2d" in table and "**MultiPathLinear" in table
+    assert table.count("\n| 1 |") == 2 and table.count("\n| 2 |") == 2
+    medians = json.loads(out.with_suffix(".json").read_text())["median_ms"]
+    expected = {*ROUTING_TYPES, "naive", "dense"}
+    assert expected | {"op:grouped", "op:channels_last", "op:loop"} == set(medians["conv"]["2"])
+    assert expected | {"op:bmm", "op:loop"} == set(medians["linear"]["1"])
+    assert all(ms > 0 for kind in medians.values() for row in kind.values() for ms in row.values())
+
+
+def test_paper_table_runs_and_matches_parameters(tmp_path):
+    out = tmp_path / "table"
+    result = _run("paper_table.py", "--datasets", "digits-contexts", "cifar10", "--variants", "multipath",
+                  "feature_dependent", "--seeds", "2", "--epochs", "1", "--jobs", "1", "--device", "cpu",
+                  "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert sorted((r["variant"], r["seed"]) for r in doc["runs"]) == [
+        ("feature_dependent", 0), ("feature_dependent", 1), ("multipath", 0), ("multipath", 1)]
+    (summary,) = doc["summaries"]
+    rows = summary["variants"]
+    assert summary["best_routed"] == "feature_dependent"
+    reference = rows["feature_dependent"]["params"]
+    assert abs(rows["multipath"]["params"] - reference) <= 0.05 * reference
+    assert rows["multipath"]["vs_best_routed"]["seeds"] == 2
+    markdown = out.with_suffix(".md").read_text()
+    assert "multi-path, routing `none`" in markdown and "`cifar10` skipped: needs a GPU" in markdown
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_variant_is_matched_within_tolerance():
+    table = _load("paper_table")
+    base = table.DIGITS_BASE
+    reference = table.param_count(table.resnet_arch(base, paths=base.paths, routing=table.REFERENCE))
+    for variant in table.VARIANTS:
+        arch = table.matched_arch(variant, base, reference, 0.05)
+        params = table.param_count(arch)
+        if variant == "single":
+            assert arch.stages[0].paths == 1 and params < reference / 2
+        else:
+            assert abs(params - reference) <= 0.05 * reference, variant
+    deeper = table.matched_arch("deeper", base, reference, 0.05)
+    assert deeper.stages[0].blocks > 1 and deeper.stages[0].paths == 1
+    assert table.matched_arch("ensemble", base, reference, 0.05).ensemble_size == base.paths
+    with pytest.raises(table.UserError):
+        table.matched_arch("widened", base, reference, 0.0001)

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+import torch
+
+from helpers import EXAMPLE_ARCHS, arch_doc, assert_clean_error, run_cli
+from mpn_nas import Arch, build_model
+from mpn_nas.checkpoint import save_model
+from mpn_nas.data import make_data
+from mpn_nas.routing_analysis import analyse_routing, routing_points, specialisation_score
+from mpn_nas.training import TrainConfig, train
+
+
+def _digits_arch(routing: str) -> Arch:
+    doc = Arch.from_json(EXAMPLE_ARCHS / "digits_routed.json").to_dict()
+    for stage in doc["stages"]:
+        stage["routing"] = routing
+    return Arch.from_dict(doc)
+
+
+def _scores(model, dataset):
+    return [layer.class_score for layer in analyse_routing(model, dataset, 10).layers]
+
+
+def test_score_is_mutual_information_in_bits():
+    # two equally likely classes routed to two different connections: exactly 1 bit
+    routing = torch.zeros(4, 2, 2)
+    routing[:2, 0, 0] = 1.0
+    routing[2:, 1, 1] = 1.0
+    assert specialisation_score(routing, torch.tensor([0, 0, 1, 1])) == pytest.approx(1.0)
+    assert specialisation_score(routing, torch.tensor([0, 1, 0, 1])) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_score_is_zero_for_routing_none_and_a_uniform_router():
+    data = make_data("digits", seed=0)
+    plain = build_model(_digits_arch("none"))
+    assert [name for name, _ in routing_points(plain)] == ["blocks.0.conv1.mix", "blocks.1.conv1.mix"]
+    assert _scores(plain, data.test_set) == pytest.approx([0.0, 0.0], abs=1e-9)
+    uniform = build_model(_digits_arch("feature_dependent"))
+    for _, mix in routing_points(uniform):
+        with torch.no_grad():  # logits 0 for every input: A = 1/p everywhere
+            mix.router.gate[2].weight.zero_()
+            mix.router.gate[2].bias.zero_()
+    report = analyse_routing(uniform, data.test_set, 10)
+    assert torch.allclose(report.layers[1].by_class, torch.full((10, 4, 4), 0.25))
+    assert [layer.class_score for layer in report.layers] == pytest.approx([0.0, 0.0], abs=1e-9)
+    untouched = build_model(_digits_arch("feature_dependent"))
+    assert sum(_scores(untouched, data.test_set)) > 0  # a data-dependent router scores above zero
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("routing", ["cross_prediction", "feature_dependent"])
+def test_trained_routed_model_specialises_more_than_at_initialisation(routing):
+    arch = _digits_arch(routing)
+    data = make_data("digits", seed=0)
+    torch.manual_seed(0)  # train() seeds the same way, so this is the trained model's initialisation
+    initial = sum(_scores(build_model(arch), data.test_set))
+    model, metrics = train(arch, data, TrainConfig(epochs=5, seed=0, device="cpu"), progress=False)
+    trained = sum(_scores(model, data.test_set))
+    assert metrics["test_accuracy"] > 0.9
+    assert trained > 2 * initial > 0, (initial, trained)
+
+
+@pytest.mark.parametrize("dataset", ["digits", "digits-contexts"])
+def test_show_routing_writes_png_and_json(tmp_path, dataset):
+    arch = Arch.from_dict(arch_doc())
+    save_model(tmp_path / "model.pt", arch, build_model(arch))
+    (tmp_path / "metrics.json").write_text(json.dumps({"seed": 2}))
+    out = tmp_path / "figs" / "routing.png"
+    result = run_cli("show-routing", str(tmp_path / "model.pt"), "--dataset", dataset, "-o", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["seed"] == 2 and doc["samples"] == 270 and doc["split"] == "test"
+    assert [(layer["name"], layer["routing"], layer["in_paths"], layer["out_paths"]) for layer in doc["layers"]] == [
+        ("blocks.0.conv1.mix", "feature_dependent", 3, 3), ("blocks.1.conv1.mix", "cross_prediction", 3, 2)]
+    for layer in doc["layers"]:
+        assert layer["class_specialisation_bits"] >= 0
+        assert torch.tensor(layer["mean_routing_by_class"]).shape == (10, layer["in_paths"], layer["out_paths"])
+        assert ("context_specialisation_bits" in layer) == (dataset == "digits-contexts")
+    for layer in doc["layers"]:
+        assert f"{layer['class_specialisation_bits']:.4f}" in result.stdout
+
+
+def test_show_routing_bad_input(tmp_path):
+    assert_clean_error(run_cli("show-routing", str(tmp_path / "missing.pt")), 2, "not found")
+    arch = Arch.from_dict(arch_doc(in_channels=3))
+    save_model(tmp_path / "model.pt", arch, build_model(arch))
+    assert_clean_error(run_cli("show-routing", str(tmp_path / "model.pt"), "--dataset", "digits",
+                               "-o", str(tmp_path / "r.png")), 2, "expects 3x8x8")
+    assert_clean_error(run_cli("show-routing", str(tmp_path / "model.pt"), "--dataset", "nope"), 2, "unknown dataset")
+    assert_clean_error(run_cli("show-routing", str(tmp_path / "model.pt"), "-o", str(tmp_path / "r.jpg")), 2, ".png")
