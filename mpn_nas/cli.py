@@ -112,7 +112,7 @@ def _ensure_writable(out: Path) -> None:
 
 # Modules whose ``register(commands)`` adds subcommands. They must not import nni at import time:
 # handlers import what they need, so ``retrain`` keeps working where nni is absent.
-COMMAND_MODULES: tuple[str, ...] = ("search_spaces.cli", "mpn_nas.analysis_cli")
+COMMAND_MODULES: tuple[str, ...] = ("search_spaces.cli", "mpn_nas.analysis_cli", "strategies.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
