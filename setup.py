@@ -19,6 +19,7 @@ setup(
         "setuptools<81",  # nnictl imports pkg_resources
     ],
     extras_require={
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
         "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16"],
     },
     entry_points={"console_scripts": ["mpn-nas=mpn_nas.cli:main"]},

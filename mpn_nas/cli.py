@@ -10,6 +10,7 @@ import importlib
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -94,6 +95,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))
     save_model(out / "model.pt", arch, model)
     arch.to_json(out / "arch.json")
+    if args.export:
+        from .export import export_model
+
+        exported = export_model(model, arch, args.export, out / f"model.{args.export}")
+        metrics["exported"] = exported.name
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}  "
           f"params {params:,}  flops {flops:,}\nwrote {out / 'model.pt'} and {out / 'metrics.json'}")
@@ -136,6 +142,8 @@ def _register_core(commands) -> None:
     retrain.add_argument("arch", help="architecture JSON file (e.g. DIR/best_arch.json)")
     add_train_options(retrain)
     retrain.add_argument("--out", required=True, help="output directory for model.pt and metrics.json")
+    retrain.add_argument("--export", choices=("onnx", "pt2"), default=None,
+                         help="also write model.onnx or model.pt2 (torch.export), runnable without mpn_nas")
     retrain.add_argument("--quiet", action="store_true", help="no progress bar")
     retrain.set_defaults(handler=cmd_retrain)
 
@@ -143,6 +151,8 @@ def _register_core(commands) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if not debug:  # library warnings (NNI's among them) are not for the command line's users
+        warnings.filterwarnings("ignore")
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler

@@ -10,6 +10,7 @@ from typing import Optional
 import pytorch_lightning as pl
 from nni.nas.evaluator import FunctionalEvaluator
 
+from mpn_nas import Arch
 from mpn_nas.complexity import count_params_and_flops
 
 
@@ -26,8 +27,17 @@ class ReportToNNI(pl.Callback):
 def train_and_report(model, dataset: str = "digits", epochs: int = 1, batch_size: int = 64, lr: float = 0.05,
                      optimizer: str = "sgd", seed: int = 0, data_dir: Optional[str] = None,
                      device: str = "cpu", threads: Optional[int] = None) -> float:
-    """Train a frozen :class:`~search_spaces.spaces.MultiPathSpace` and report its validation accuracy
-    (final metric ``{"default": val_accuracy, "params": ..., "flops": ...}``)."""
+    """NNI evaluator function: train the architecture of a frozen
+    :class:`~search_spaces.spaces.MultiPathSpace` and report its validation accuracy."""
+    return train_arch_and_report(model.arch, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
+                                 optimizer=optimizer, seed=seed, data_dir=data_dir, device=device, threads=threads)
+
+
+def train_arch_and_report(arch: Arch, dataset: str = "digits", epochs: int = 1, batch_size: int = 64,
+                          lr: float = 0.05, optimizer: str = "sgd", seed: int = 0, data_dir: Optional[str] = None,
+                          device: str = "cpu", threads: Optional[int] = None) -> float:
+    """Train ``arch``, report validation accuracy after every epoch and, at the end, the final metric
+    ``{"default": val_accuracy, "params": ..., "flops": ...}`` to NNI."""
     import nni
     import torch
 
@@ -36,11 +46,10 @@ def train_and_report(model, dataset: str = "digits", epochs: int = 1, batch_size
 
     if threads:  # concurrent trials on one machine must not oversubscribe its cores
         torch.set_num_threads(threads)
-    arch = model.arch
     config = TrainConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, device=device)
     data = make_data(dataset, data_dir=data_dir, seed=seed, batch_size=batch_size,
                      shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes))
-    # Train a network built after seeding (same builder, same structure as model.network), so that a
+    # The network is built after seeding (same builder and structure as the one NNI froze), so that a
     # trial's result depends only on its architecture and seed, not on when NNI built the space.
     _, metrics = train(arch, data, config, callbacks=[ReportToNNI()], progress=False, test=False)
     params, flops = count_params_and_flops(arch)

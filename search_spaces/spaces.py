@@ -79,7 +79,7 @@ def make_space(name: str, in_channels: int = 1, input_size: int = 8, num_classes
 
     if name not in SPACES:
         raise UserError(f"unknown space {name!r}; allowed: {', '.join(SPACES)}")
-    return SPACES[name](in_channels, input_size, num_classes, config)
+    return SPACES[name](in_channels=in_channels, input_size=input_size, num_classes=num_classes, config=config)
 
 
 def arch_from_parameters(space: MultiPathSpace, params: Mapping[str, Any]) -> Arch:

@@ -37,6 +37,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trial(args: argparse.Namespace) -> int:
+    from .trial import run_trial
+
+    run_trial(args.space, args.space_config, args.dataset, args.data_dir, args.epochs, budget_from(args),
+              batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    return 0
+
+
 def register(commands) -> None:
     from search_spaces.cli import add_space_options
 
@@ -60,3 +68,15 @@ def register(commands) -> None:
     search.add_argument("--force", action="store_true", help="overwrite a previous search in --out")
     search.add_argument("--quiet", action="store_true")
     search.set_defaults(handler=cmd_search)
+
+    trial = commands.add_parser("trial", help="trial command for nnictl experiments (reads NNI's parameters)")
+    add_space_options(trial)
+    trial.add_argument("--dataset", default="digits")
+    trial.add_argument("--data-dir", default=None)
+    add_budget_options(trial)
+    trial.add_argument("--epochs", type=int, default=2)
+    trial.add_argument("--batch-size", type=int, default=64)
+    trial.add_argument("--lr", type=float, default=0.05)
+    trial.add_argument("--seed", type=int, default=0)
+    trial.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    trial.set_defaults(handler=cmd_trial)

@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 from mpn_nas.errors import UserError
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
-from search_spaces.config import SpaceConfig, sample_to_arch
+from search_spaces.config import SpaceConfig, load_config, sample_to_arch
 
 from .artifacts import plot_pareto, write_json, write_trials_csv
 from .middleware import TrialRecord
@@ -76,17 +76,19 @@ def validate(settings: SearchSettings) -> None:
                         "in this process)")
 
 
-def prepare_output(settings: SearchSettings) -> None:
-    """Refuse a directory holding a different search unless ``--force``; fail early when not writable."""
-    out = settings.out
-    summary = out / "summary.json"
+def check_output(settings: SearchSettings) -> None:
+    """Refuse a directory holding a previous search unless ``--force`` (nothing is written here)."""
+    summary = settings.out / "summary.json"
     if summary.exists() and not settings.force:
         try:
             previous = json.loads(summary.read_text()).get("settings", {})
         except (OSError, json.JSONDecodeError):
             previous = {}
         what = "the same search" if previous == settings.identity() else "a different search"
-        raise UserError(f"{out} already holds {what}; pass --force to overwrite it or choose another --out")
+        raise UserError(f"{settings.out} already holds {what}; pass --force to overwrite it or choose another --out")
+
+
+def create_output(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / ".write-test").write_text("")
@@ -175,10 +177,13 @@ def run_search(settings: SearchSettings) -> dict:
     from .registry import make_strategy
 
     validate(settings)
+    check_output(settings)
     in_channels, input_size, num_classes = dataset_shape(settings.dataset, settings.data_dir)
-    space = make_space(settings.space, in_channels, input_size, num_classes, settings.space_config)
-    smallest = require_feasible(space.config, settings.budget)
-    prepare_output(settings)
+    config = load_config(settings.space, settings.space_config, in_channels=in_channels, input_size=input_size,
+                         num_classes=num_classes)
+    smallest = require_feasible(config, settings.budget)
+    create_output(settings.out)
+    space = make_space(settings.space, config=config.to_dict())
     log = SearchLog(settings, space.config)
     recorder = TrialRecorder(on_end=log.trial_ended)
     budget_filter = BudgetFilter(space.config, settings.budget)

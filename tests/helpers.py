@@ -40,3 +40,27 @@ def assert_clean_error(result, status: int = 2, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (loopback)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def tiny_space_config(path: Path) -> Path:
+    """A small resnet space (quick trials) written as a --space-config file."""
+    import json
+
+    path.write_text(json.dumps({"widths": [[4, 8], [8, 16]], "blocks": [1], "path_counts": [1, 2, 4]}))
+    return path

@@ -1,0 +1,82 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from helpers import EXAMPLE_ARCHS, assert_clean_error, free_port, port_in_use, run_cli, tiny_space_config
+from mpn_nas import Arch, build_model, profile
+from mpn_nas.export import export_model, run_exported
+from search_spaces.config import load_config, sample_to_arch
+
+MAX_PARAMS = 12_000
+
+
+def _check_artifacts(out, trials):
+    for name in ("best_arch.json", "trials.csv", "summary.json", "pareto.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == trials and summary["trials_succeeded"] == trials
+    config = load_config("resnet", summary["space_config"] | {}, in_channels=1, input_size=8, num_classes=10)
+    for row in rows:
+        assert row["status"] == "succeeded" and 0 <= float(row["val_accuracy"]) <= 1
+        sample = {label: json.loads(row[label]) if row[label][0] in "0123456789" else row[label]
+                  for label in config.labels()}
+        measured = profile(sample_to_arch(config, sample), latency=False)
+        assert measured.params <= MAX_PARAMS and measured.params == int(row["params"])
+        assert measured.flops == int(row["flops"])
+    best = max(rows, key=lambda r: float(r["val_accuracy"]))
+    assert summary["best"]["val_accuracy"] == pytest.approx(float(best["val_accuracy"]))
+    printed = run_cli("profile", str(out / "best_arch.json"), "--json")
+    assert json.loads(printed.stdout)["params"] == summary["best"]["params"] <= MAX_PARAMS
+    return summary
+
+
+@pytest.mark.slow
+def test_sequential_search_writes_artifacts_within_budget(tmp_path):
+    out = tmp_path / "search"
+    result = run_cli("search", "--space-config", str(tiny_space_config(tmp_path / "space.json")), "--trials", "3",
+                     "--epochs", "1", "--max-params", str(MAX_PARAMS), "--out", str(out), "--seed", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[trial 3/3]" in result.stdout and "best" in result.stdout
+    summary = _check_artifacts(out, 3)
+    assert summary["screened_out"] > 0  # the budget really cut samples
+    again = run_cli("search", "--trials", "3", "--max-params", str(MAX_PARAMS), "--out", str(out))
+    assert_clean_error(again, 2, "already holds", "--force")
+
+
+@pytest.mark.slow
+def test_ts_engine_search_runs_trials_in_processes_and_stops_the_manager(tmp_path):
+    out, port = tmp_path / "search", free_port()
+    result = run_cli("search", "--engine", "ts", "--port", str(port), "--concurrency", "2", "--space-config",
+                     str(tiny_space_config(tmp_path / "space.json")), "--trials", "3", "--epochs", "1",
+                     "--max-params", str(MAX_PARAMS), "--out", str(out), "--seed", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_artifacts(out, 3)
+    assert list((out / "nni").glob("*/environments/local-env/trials/*"))  # trials ran as NNI trial jobs
+    assert not port_in_use(port)  # the NNI manager was stopped
+
+
+def test_export_round_trip_gives_the_same_outputs(tmp_path):
+    arch = Arch.from_json(EXAMPLE_ARCHS / "digits_routed.json")
+    model = build_model(arch).eval()
+    with torch.no_grad():  # make batch norm statistics non-trivial
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(5, 1, 8, 8)
+    expected = model(images).detach()
+    for fmt in ("onnx", "pt2"):
+        path = export_model(model, arch, fmt, tmp_path / f"model.{fmt}")
+        torch.testing.assert_close(run_exported(path, images), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_search_rejects_bad_input_before_work(tmp_path):
+    out = str(tmp_path / "s")
+    assert_clean_error(run_cli("search", "--strategy", "bayes", "--out", out), 2, "unknown strategy")
+    assert_clean_error(run_cli("search", "--dataset", "mnist", "--out", out), 2, "unknown dataset")
+    assert_clean_error(run_cli("search", "--max-params", "100", "--out", out), 2, "smallest")
+    assert_clean_error(run_cli("search", "--engine", "cluster", "--out", out), 2, "unknown engine")
+    assert not (tmp_path / "s").exists()
