@@ -19,8 +19,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not slow"
 
+# Search the multi-path ResNet space on digits under a 30k-parameter budget, then retrain the best.
 demo: $(STAMP)
-	$(VENV)/bin/mpn-nas retrain examples/archs/digits_routed.json --dataset digits --epochs 15 --out $(DEMO_OUT)/retrain
+	$(VENV)/bin/mpn-nas search --space resnet --dataset digits --strategy evolution --trials 8 --epochs 4 \
+		--max-params 30000 --seed 0 --out $(DEMO_OUT)/search --force
+	$(VENV)/bin/mpn-nas retrain $(DEMO_OUT)/search/best_arch.json --dataset digits --epochs 30 --seed 0 \
+		--out $(DEMO_OUT)/retrain --export onnx --quiet
+	@echo "search artifacts: $(DEMO_OUT)/search (best_arch.json, trials.csv, summary.json, pareto.png)"
+	@echo "retrained model:  $(DEMO_OUT)/retrain (model.pt, model.onnx, metrics.json)"
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) *.egg-info
