@@ -279,7 +279,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="where the CIFAR files are")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/paper_table"),
                         help="writes OUT.md, OUT.json and OUT.png")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: take the runs from OUT.json, re-measure complexity, rewrite the report")
     return parser.parse_args(argv)
+
+
+def interleaved_latency_ms(archs: dict[str, Arch], rounds: int = 5) -> dict[str, float]:
+    """Batch-1 CPU latency of each network on one thread (small networks run fastest that way, and
+    other processes' load then slows every variant alike): medians of ``rounds`` interleaved rounds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times: dict[str, list[float]] = {name: [] for name in archs}
+        for _ in range(rounds):
+            for name, arch in archs.items():
+                times[name].append(measure_latency_ms(arch, repeats=10))
+    finally:
+        torch.set_num_threads(threads)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def train_all(jobs: list[dict], workers: int) -> list[dict]:
+    """Every job's result, training ``workers`` networks at a time."""
+    runs = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for run in pool.map(train_one, jobs):
+                runs.append(run)
+                print(json.dumps(run), file=sys.stderr, flush=True)
+    else:
+        for job in jobs:
+            runs.append(train_one(job))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    return runs
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -304,39 +336,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 jobs.append({"dataset": dataset, "variant": variant, "seed": seed, "arch": archs[variant].to_dict(),
                              "epochs": epochs, "lr": base.lr, "batch_size": base.batch_size, "device": device,
                              "data_dir": args.data_dir, "threads": threads})
-    started = time.perf_counter()
-    runs = []
-    if args.jobs > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            for run in pool.map(train_one, jobs):
-                runs.append(run)
-                print(json.dumps(run), file=sys.stderr, flush=True)
+    command = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
+    if args.report_only:
+        previous = json.loads(args.out.with_suffix(".json").read_text())
+        runs, command = previous["runs"], previous.get("command", command)
+        training_minutes = previous.get("training_minutes")
     else:
-        for job in jobs:
-            runs.append(train_one(job))
-            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-    training_minutes = (time.perf_counter() - started) / 60
+        started = time.perf_counter()
+        runs = train_all(jobs, args.jobs)
+        training_minutes = (time.perf_counter() - started) / 60
     summaries, sections = [], []
     for dataset, plan in plans.items():
+        latency = interleaved_latency_ms(plan["archs"])
         complexity = {}
         for variant, arch in plan["archs"].items():
             params, flops = count_params_and_flops(arch)
-            complexity[variant] = {"params": params, "flops": flops, "latency_ms": measure_latency_ms(arch),
+            complexity[variant] = {"params": params, "flops": flops, "latency_ms": latency[variant],
                                    "arch": arch.to_dict()}
         summary = summarise(dataset, [r for r in runs if r["dataset"] == dataset], complexity)
         summaries.append(summary)
         settings = (f"{plan['epochs']} epochs, SGD lr {plan['base'].lr}, batch {plan['base'].batch_size}, "
-                    f"{device}; latency: batch 1, CPU, median of 20")
+                    f"{device}; latency: batch 1, CPU, 1 thread, median of 5 interleaved rounds")
         sections.append(markdown_table(summary, plan["target"], settings))
-    header = (f"Measured with `python benchmarks/paper_table.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
-              f" ({len(runs)} training runs, {training_minutes:.1f} min with {args.jobs} jobs, torch {torch.__version__})."
-              f" Every variant except the single-path base has within {args.tolerance:.0%} of the reference's "
-              "parameters.")
+    took = "" if training_minutes is None else f", {training_minutes:.1f} min with {args.jobs} jobs"
+    header = (f"Measured with `python benchmarks/paper_table.py {command}` ({len(runs)} training runs{took}, "
+              f"torch {torch.__version__}). Every variant except the single-path base has within "
+              f"{args.tolerance:.0%} of the reference's parameters.")
     text = "\n\n".join([header, *sections, *notes]) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"runs": runs, "summaries": summaries}, indent=1) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "training_minutes": training_minutes, "runs": runs,
+                                                          "summaries": summaries}, indent=1) + "\n")
     if summaries:
         plot(summaries, args.out.with_suffix(".png"))
     return 0
