@@ -149,7 +149,12 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")
     trainer = make_trainer(config, out_dir, callbacks, progress)
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1); callers need to see the interrupt
+            raise KeyboardInterrupt from None
+        raise
     metrics = {"val_accuracy": _metric(trainer, "val_acc"), "epochs": config.epochs, **asdict(config)}
     if test:
         trainer.test(module, datamodule=data, verbose=False)

@@ -5,6 +5,7 @@ trial processes): the data set is passed by name and settings, never as tensors.
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -12,6 +13,23 @@ from nni.nas.evaluator import FunctionalEvaluator
 
 from mpn_nas import Arch
 from mpn_nas.complexity import count_params_and_flops
+
+
+# Why trials failed, by architecture document. The sequential engine runs trials in this process but
+# only tells the strategy "failed"; the search reads the reason from here for trials.csv.
+FAILURE_REASONS: dict[str, str] = {}
+
+
+def describe_failure(error: BaseException) -> str:
+    """A one-line reason: NaN loss, out of memory, or the exception's type and message."""
+    from mpn_nas.training import NonFiniteLossError
+
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, NonFiniteLossError):
+        return f"non-finite loss ({text})"
+    if isinstance(error, MemoryError) or "out of memory" in text.lower():
+        return f"out of memory ({type(error).__name__}: {text})"[:300]
+    return f"{type(error).__name__}: {text}"[:300]
 
 
 class ReportToNNI(pl.Callback):
@@ -51,7 +69,12 @@ def train_arch_and_report(arch: Arch, dataset: str = "digits", epochs: int = 1, 
                      shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes))
     # The network is built after seeding (same builder and structure as the one NNI froze), so that a
     # trial's result depends only on its architecture and seed, not on when NNI built the space.
-    _, metrics = train(arch, data, config, callbacks=[ReportToNNI()], progress=False, test=False)
+    try:
+        _, metrics = train(arch, data, config, callbacks=[ReportToNNI()], progress=False, test=False)
+    except Exception as error:
+        FAILURE_REASONS[arch.to_json()] = reason = describe_failure(error)
+        print(f"mpn-nas trial failed: {reason}", file=sys.stderr, flush=True)  # lands in NNI's trial log
+        raise
     params, flops = count_params_and_flops(arch)
     accuracy = metrics["val_accuracy"]
     nni.report_final_result({"default": accuracy, "params": params, "flops": flops})

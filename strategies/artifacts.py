@@ -5,31 +5,27 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Optional, Sequence
 
 from mpn_nas.files import atomic_write, atomic_write_text
 
+from .dominance import pareto_front
+
 TRIAL_COLUMNS = ("trial", "status", "val_accuracy", "params", "flops", "seconds", "reason")
+PARETO_COLUMN = "pareto"
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points ``(accuracy, cost)`` no other point dominates (higher-or-equal accuracy and
-    lower-or-equal cost, one strictly)."""
-    front = []
-    for i, (acc_i, cost_i) in enumerate(points):
-        dominated = any((acc_j >= acc_i and cost_j <= cost_i) and (acc_j > acc_i or cost_j < cost_i)
-                        for j, (acc_j, cost_j) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return front
-
-
-def write_trials_csv(path: Path, rows: Iterable[dict], labels: Sequence[str]) -> None:
-    """One row per trial: the fixed columns, then one column per choice label."""
+def write_trials_csv(path: Path, rows: Iterable[dict], labels: Sequence[str],
+                     front: Optional[Collection[int]] = None) -> None:
+    """One row per trial: the fixed columns, then one column per choice label; with ``front`` (trial
+    numbers), a ``pareto`` column after the fixed ones: 1 for front members, else 0."""
+    marked = () if front is None else (PARETO_COLUMN,)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*TRIAL_COLUMNS, *labels], extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=[*TRIAL_COLUMNS, *marked, *labels], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
+        if front is not None:
+            row = {**row, PARETO_COLUMN: int(int(row["trial"]) in front)}
         writer.writerow(row)
     atomic_write_text(path, buffer.getvalue())
 
@@ -43,8 +39,10 @@ def write_json(path: Path, document: dict) -> None:
     atomic_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
-def plot_pareto(path: Path, rows: Sequence[dict], objective: str = "flops") -> None:
-    """Validation accuracy against ``objective`` for succeeded trials, the Pareto front highlighted."""
+def plot_pareto(path: Path, rows: Sequence[dict], objective: str = "flops",
+                front: Optional[Collection[int]] = None) -> None:
+    """Validation accuracy against ``objective`` for succeeded trials, the Pareto front highlighted:
+    the given ``front`` (trial numbers), or else the non-dominated trials."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,11 +50,13 @@ def plot_pareto(path: Path, rows: Sequence[dict], objective: str = "flops") -> N
 
     done = [r for r in rows if r["status"] == "succeeded"]
     points = [(float(r["val_accuracy"]), float(r[objective])) for r in done]
-    front = sorted(pareto_front(points), key=lambda i: points[i][1])
+    on_front = pareto_front(points) if front is None else [i for i, r in enumerate(done) if int(r["trial"]) in front]
+    front_points = sorted(on_front, key=lambda i: points[i][1])
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.scatter([p[1] for p in points], [p[0] for p in points], c="0.6", label="trials")
-    axes.plot([points[i][1] for i in front], [points[i][0] for i in front], "o-", c="C3", label="Pareto front")
-    for i in front:
+    axes.plot([points[i][1] for i in front_points], [points[i][0] for i in front_points], "o-", c="C3",
+              label="Pareto front")
+    for i in front_points:
         axes.annotate(str(done[i]["trial"]), (points[i][1], points[i][0]), fontsize=7, xytext=(3, 3),
                       textcoords="offset points")
     axes.set_xscale("log")

@@ -25,8 +25,15 @@ def budget_from(args: argparse.Namespace):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from mpn_nas.errors import UserError
+
     from .search import SearchSettings, run_search
 
+    if args.resume:
+        run_search(SearchSettings.resumed(Path(args.resume), quiet=args.quiet))
+        return 0
+    if not args.out:
+        raise UserError("pass --out DIR for a new search, or --resume DIR to continue one")
     settings = SearchSettings(
         out=Path(args.out), space=args.space, space_config=args.space_config, dataset=args.dataset,
         data_dir=args.data_dir, strategy=args.strategy, budget=budget_from(args), trials=args.trials,
@@ -64,7 +71,8 @@ def register(commands) -> None:
     search.add_argument("--batch-size", type=int, default=64)
     search.add_argument("--lr", type=float, default=0.05)
     search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="trial device")
-    search.add_argument("--out", required=True, help="directory for best_arch.json, trials.csv, summary.json, ...")
+    search.add_argument("--out", help="directory for best_arch.json, trials.csv, summary.json, ...")
+    search.add_argument("--resume", metavar="DIR", help="continue an interrupted search in DIR (its settings are kept)")
     search.add_argument("--force", action="store_true", help="overwrite a previous search in --out")
     search.add_argument("--quiet", action="store_true")
     search.set_defaults(handler=cmd_search)

@@ -5,10 +5,11 @@ which hands models to the filter, which submits only within-budget models to the
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from nni.nas.execution.event import ModelEventType
 from nni.nas.space import ExecutableModelSpace, ModelStatus
@@ -59,14 +60,18 @@ class TrialRecord:
 class TrialRecorder(StrategyMiddleware):
     """Records every trained sample (metrics, duration, status) and calls ``on_end(record)`` after each.
 
-    Models the filter below rejects are not trials: they are not recorded here.
+    Models the filter below rejects are not trials: they are not recorded here. ``replay`` maps
+    :func:`sample_key` of samples finished by an earlier, interrupted run to ``(status, accuracy)``:
+    such samples are not trained again; the strategy receives their old result at once.
     """
 
-    def __init__(self, on_end: Callable[[TrialRecord], None] = lambda record: None,
-                 first_index: int = 1) -> None:
+    def __init__(self, on_end: Callable[[TrialRecord], None] = lambda record: None, first_index: int = 1,
+                 replay: Optional[Mapping[str, tuple[str, Optional[float]]]] = None) -> None:
         super().__init__()
         self.on_end = on_end
         self.records: dict[int, TrialRecord] = {}  # by id(model)
+        self.replay = dict(replay or {})
+        self.replayed: list[ExecutableModelSpace] = []
         self._next_index = first_index
         self._lock = threading.Lock()
 
@@ -81,10 +86,24 @@ class TrialRecorder(StrategyMiddleware):
         self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
 
     def submit_models(self, *models: ExecutableModelSpace) -> None:
+        to_train = []
         for model in models:
+            previous = self.replay.pop(sample_key(model.sample), None)
+            if previous is not None:
+                self._replay(model, *previous)
+                continue
             with self._lock:
                 self.records[id(model)] = TrialRecord(0, dict(model.sample), model=model)
-        self.engine.submit_models(*models)
+            to_train.append(model)
+        if to_train:
+            self.engine.submit_models(*to_train)
+
+    def _replay(self, model: ExecutableModelSpace, status: str, accuracy: Optional[float]) -> None:
+        self.replayed.append(model)
+        if accuracy is not None:
+            self.dispatch_model_event(ModelEventType.FinalMetric, metric=accuracy, model=model)
+        self.dispatch_model_event(ModelEventType.TrainingEnd, model=model,
+                                  status=ModelStatus.Trained if status == "succeeded" else ModelStatus.Failed)
 
     def _record(self, model: ExecutableModelSpace) -> Optional[TrialRecord]:
         return self.records.get(id(model))
@@ -103,7 +122,8 @@ class TrialRecorder(StrategyMiddleware):
     def _on_training_end(self, event) -> None:
         with self._lock:
             record = self.records.get(id(event.model))
-            if record is None or event.status == ModelStatus.Invalid:  # screened out below us: not a trial
+            # Screened out below us, or cut short by Ctrl-C (to be run again on --resume): not a finished trial.
+            if record is None or event.status in (ModelStatus.Invalid, ModelStatus.Interrupted):
                 self.records.pop(id(event.model), None)
                 return
             record.index, self._next_index = self._next_index, self._next_index + 1
@@ -112,7 +132,7 @@ class TrialRecorder(StrategyMiddleware):
         record.status = "succeeded" if event.status == ModelStatus.Trained and record.val_accuracy is not None \
             else "failed"
         if record.status == "failed":
-            record.reason = record.metrics.get("error", "") or f"training ended with status {event.status.value}"
+            record.reason = f"training ended with status {event.status.value}"
         self.on_end(record)
 
     def state_dict(self) -> dict:
@@ -151,15 +171,23 @@ class TrialRecorder(StrategyMiddleware):
     def finished(self) -> list[TrialRecord]:
         return sorted((r for r in self.records.values() if r.status != "running"), key=lambda r: r.index)
 
-    # Events the upper level registers for come from the engine below; this middleware adds none.
+    # The upper level hears events from the engine below and the replays dispatched here.
     def register_model_event_callback(self, event_type, callback) -> None:
+        super().register_model_event_callback(event_type, callback)
         self.engine.register_model_event_callback(event_type, callback)
 
     def unregister_model_event_callback(self, event_type, callback) -> None:
+        super().unregister_model_event_callback(event_type, callback)
         self.engine.unregister_model_event_callback(event_type, callback)
 
     def list_models(self, status: Optional[ModelStatus] = None) -> Iterable[ExecutableModelSpace]:
-        return self.engine.list_models(status)
+        yield from self.engine.list_models(status)
+        yield from (m for m in self.replayed if status is None or m.status == status)
+
+
+def sample_key(sample: Mapping[str, Any]) -> str:
+    """A canonical text form of a sample, equal for equal choices."""
+    return json.dumps({k: sample[k] for k in sorted(sample)}, sort_keys=True)
 
 
 @dataclass
