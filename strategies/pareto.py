@@ -110,6 +110,7 @@ class ParetoEvolution(FeasibleSampling, Strategy):
         self._random_state = RandomState(seed)
         self._population: list[Evaluated] = []
         self._history: list[Evaluated] = []  # every trained individual: the front is taken over all of them
+        self._submitted: list[dict] = []  # every sample handed to the engine (the dedup history, as plain data)
         self._running: list[ExecutableModelSpace] = []
         self._individual_counter = 0
 
@@ -161,6 +162,7 @@ class ParetoEvolution(FeasibleSampling, Strategy):
         if self._dedup is not None:
             self._dedup.dedup(sample)
         model = model if model is not None else self.model_space.freeze(sample)
+        self._submitted.append(_plain(sample))
         self._individual_counter += 1
         _logger.info("[Individual %4d] %s: %s", self._individual_counter, how, sample)
         return model
@@ -200,7 +202,7 @@ class ParetoEvolution(FeasibleSampling, Strategy):
         if metric is None:
             _logger.warning("%s has no metric; it does not join the population.", event.model)
             return
-        individual = Evaluated(dict(event.model.sample), _accuracy(metric), self.cost(event.model.sample))
+        individual = Evaluated(_plain(event.model.sample), _accuracy(metric), self.cost(event.model.sample))
         self._history.append(individual)
         self._population.append(individual)
         if len(self._population) > self.population_size:
@@ -208,16 +210,19 @@ class ParetoEvolution(FeasibleSampling, Strategy):
             self._population = [self._population[i] for i in keep]
 
     # Checkpointing (NNI saves and restores this with the experiment) ---------------------------------------
+    # Plain data only: NNI's serializer is torch.save, and torch.load's default weights_only unpickler
+    # refuses NNI labels, numpy arrays and sets.
 
     def state_dict(self) -> dict:
+        name, keys, position, has_gauss, cached_gaussian = self._random_state.get_state()
         return {
             "population": [asdict(e) for e in self._population],
             "history": [asdict(e) for e in self._history],
+            "submitted": list(self._submitted),
             "individual_counter": self._individual_counter,
             "screened_out": self.screened_out,
-            "random_state": self._random_state.get_state(),
+            "random_state": [name, keys.tolist(), position, has_gauss, cached_gaussian],
             "num_running_models": len(self._running),
-            **(self._dedup.state_dict() if self._dedup is not None else {}),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -226,11 +231,19 @@ class ParetoEvolution(FeasibleSampling, Strategy):
                             state_dict["num_running_models"])
         self._population = [Evaluated(**e) for e in state_dict["population"]]
         self._history = [Evaluated(**e) for e in state_dict["history"]]
+        self._submitted = list(state_dict["submitted"])
         self._individual_counter = state_dict["individual_counter"]
         self.screened_out = state_dict.get("screened_out", 0)
-        self._random_state.set_state(state_dict["random_state"])
+        self._random_state.set_state(tuple(state_dict["random_state"]))
         if self._dedup is not None:
-            self._dedup.load_state_dict(state_dict)
+            self._dedup.reset()
+            for sample in self._submitted:
+                self._dedup.dedup(sample)
+
+
+def _plain(sample: Mapping[str, Any]) -> dict:
+    """A sample with plain ``str`` labels (NNI's are a ``str`` subclass)."""
+    return {str(label): value for label, value in sample.items()}
 
 
 def _accuracy(metric: Any) -> float:

@@ -1,0 +1,138 @@
+"""Complexity budgets around NNI's multi-trial strategies (Chain + BudgetFilter), and the evolution
+that only ever proposes feasible individuals."""
+import pytest
+
+from mpn_nas import profile
+from mpn_nas.errors import UserError
+from search_spaces.budget import Budget
+from search_spaces.config import sample_to_arch
+from strategy_helpers import run_experiment, tiny_space, trained_models, training_evaluator
+
+# About 30% of the tiny space's samples fit: every strategy meets over-budget samples within a few
+# proposals, and NNI's TPE (which sleeps one second per proposal) stays quick.
+MAX_PARAMS = 5_500
+# About 10% fit: evolution has to retry most mutations.
+TIGHT_PARAMS = 4_000
+
+
+def _nni_strategy(name: str, seed: int = 0):
+    from nni.nas import strategy
+
+    from strategies.registry import make_strategy
+
+    if name == "evolution":  # NNI's own evolution: the filter alone keeps it within budget
+        return strategy.RegularizedEvolution(population_size=2, sample_size=1, seed=seed)
+    return make_strategy(name, trials=4, seed=seed)
+
+
+def _measured_params(config, model) -> int:
+    return profile(sample_to_arch(config, model.sample), latency=False).params
+
+
+@pytest.mark.parametrize("name", ["random", "grid", "evolution", "tpe"])
+def test_wrapped_nni_strategy_never_trains_over_budget(tmp_path, name):
+    from strategies.budgeted import with_budget
+
+    space = tiny_space()
+    strategy = with_budget(_nni_strategy(name), space.config, Budget(max_params=MAX_PARAMS))
+    run_experiment(space, strategy, 4, tmp_path / "nni")
+    trained = trained_models(strategy)
+    assert len(trained) == 4 and all(_measured_params(space.config, m) <= MAX_PARAMS for m in trained)
+    assert strategy.screened_out > 0  # the budget really cut proposals of this strategy
+    assert len(list(strategy.list_models(sort=False))) == 4 + strategy.screened_out  # rejected: listed, not trained
+
+
+@pytest.mark.slow
+def test_budgeted_evolution_trains_real_trials_within_budget(tmp_path):
+    from strategies.budgeted import with_budget
+    from strategies.registry import make_strategy
+
+    space = tiny_space()
+    budget = Budget(max_params=TIGHT_PARAMS)
+    strategy = with_budget(make_strategy("evolution", trials=4, seed=0, config=space.config, budget=budget),
+                           space.config, budget)
+    run_experiment(space, strategy, 3, tmp_path / "nni", evaluator=training_evaluator())
+    trained = trained_models(strategy)
+    assert len(trained) == 3 and all(0.0 <= m.metric <= 1.0 for m in trained)
+    assert all(_measured_params(space.config, m) <= TIGHT_PARAMS for m in trained)
+    assert strategy.screened_out > 0
+
+
+def test_feasible_evolution_mutates_toward_feasible_children(tmp_path):
+    from strategies.budgeted import with_budget
+    from strategies.evolution import FeasibleEvolution
+    from strategies.registry import make_strategy
+
+    space = tiny_space()
+    budget = Budget(max_params=TIGHT_PARAMS)
+    evolution = make_strategy("evolution", trials=16, seed=3, config=space.config, budget=budget)
+    assert isinstance(evolution, FeasibleEvolution)
+    strategy = with_budget(evolution, space.config, budget)
+    run_experiment(space, strategy, 16, tmp_path / "nni")
+    trained = trained_models(strategy)
+    assert len(trained) == 16 and all(_measured_params(space.config, m) <= TIGHT_PARAMS for m in trained)
+    # Over-budget candidates were drawn again inside evolution: none reached the filter, every
+    # population slot holds a trained feasible individual, and mutations did happen.
+    assert strategy.budget_filter.screened_out == 0
+    assert evolution.screened_out > 0 and strategy.screened_out == evolution.screened_out
+    assert len(evolution.state_dict()["population"]) == evolution.population_size
+    assert evolution.state_dict()["individual_counter"] == 16  # rejected candidates are not individuals
+
+
+def test_plain_evolution_wastes_proposals_on_the_filter_where_feasible_evolution_does_not(tmp_path):
+    from nni.nas.strategy import RegularizedEvolution
+
+    from strategies.budgeted import with_budget
+
+    space = tiny_space()
+    budget = Budget(max_params=TIGHT_PARAMS)
+    plain = with_budget(RegularizedEvolution(population_size=8, sample_size=4, mutation_prob=0.2, seed=3),
+                        space.config, budget)
+    run_experiment(space, plain, 16, tmp_path / "nni")
+    assert len(trained_models(plain)) == 16
+    assert plain.budget_filter.screened_out > 0  # NNI's evolution hands over-budget models to the filter
+
+
+def test_feasible_evolution_resumes_its_rejection_count():
+    from strategies.budgeted import SampleFits
+    from strategies.evolution import FeasibleEvolution
+
+    space = tiny_space()
+    fits = SampleFits(space.config, Budget(max_params=TIGHT_PARAMS))
+    first = FeasibleEvolution(fits, population_size=2, sample_size=1, seed=0)
+    first.screened_out = 7
+    second = FeasibleEvolution(fits, population_size=2, sample_size=1, seed=0)
+    second.load_state_dict(first.state_dict())
+    assert second.screened_out == 7
+
+
+def test_with_budget_fails_at_once_when_nothing_fits():
+    from nni.nas.strategy import Random
+
+    from strategies.budgeted import with_budget
+
+    with pytest.raises(UserError, match="smallest"):
+        with_budget(Random(seed=0), tiny_space().config, Budget(max_params=100))
+
+
+def test_make_strategy_names_and_budget_paths():
+    from nni.nas.strategy import GridSearch, Random, RegularizedEvolution, TPE
+
+    from strategies.evolution import FeasibleEvolution
+    from strategies.pareto import ParetoEvolution
+    from strategies.registry import STRATEGY_NAMES, make_strategy
+
+    config = tiny_space().config
+    assert isinstance(make_strategy("random", 4), Random) and isinstance(make_strategy("grid", 4), GridSearch)
+    assert isinstance(make_strategy("tpe", 4), TPE)
+    plain = make_strategy("evolution", 4)
+    assert isinstance(plain, RegularizedEvolution) and not isinstance(plain, FeasibleEvolution)
+    assert not isinstance(make_strategy("evolution", 4, config=config, budget=Budget()), FeasibleEvolution)
+    assert isinstance(make_strategy("evolution", 4, config=config, budget=Budget(max_params=5000)), FeasibleEvolution)
+    pareto = make_strategy("pareto", 8, config=config, objective="params")
+    assert isinstance(pareto, ParetoEvolution) and pareto.population_size == 4 and pareto.fits is None
+    assert "pareto" in STRATEGY_NAMES
+    with pytest.raises(UserError, match="unknown objective"):
+        make_strategy("pareto", 8, config=config, objective="latency")
+    with pytest.raises(UserError, match="unknown strategy"):
+        make_strategy("bayes", 8)
