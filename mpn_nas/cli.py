@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -81,17 +82,26 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .complexity import count_params_and_flops
     from .data import check_dataset_name
     from .files import atomic_write_text
-    from .training import train
+    from .training import check_resumable, train
 
     arch = Arch.from_json(args.arch)
     check_dataset_name(args.dataset)
     config = train_config(args)
     out = Path(args.out)
-    _ensure_writable(out)
+    last_checkpoint = out / "checkpoints" / "last.ckpt"
+    if args.resume:
+        check_resumable(last_checkpoint, arch)
+    elif (last_checkpoint.exists() or (out / "model.pt").exists()) and not args.force:
+        raise UserError(f"{out} already holds a retrain; pass --resume to continue it, --force to start again, "
+                        "or choose another --out")
     data = make_data_for(arch, args)
+    _ensure_writable(out)
+    if args.force and not args.resume:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     params, flops = count_params_and_flops(arch)
     started = time.perf_counter()
-    model, metrics = train(arch, data, config, out_dir=out, progress=not args.quiet)
+    model, metrics = train(arch, data, config, out_dir=out, progress=not args.quiet,
+                           resume_from=last_checkpoint if args.resume else None)
     metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))
     save_model(out / "model.pt", arch, model)
     arch.to_json(out / "arch.json")
@@ -144,6 +154,8 @@ def _register_core(commands) -> None:
     retrain.add_argument("--out", required=True, help="output directory for model.pt and metrics.json")
     retrain.add_argument("--export", choices=("onnx", "pt2"), default=None,
                          help="also write model.onnx or model.pt2 (torch.export), runnable without mpn_nas")
+    retrain.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    retrain.add_argument("--force", action="store_true", help="start again, overwriting a previous retrain in OUT")
     retrain.add_argument("--quiet", action="store_true", help="no progress bar")
     retrain.set_defaults(handler=cmd_retrain)
 

@@ -102,6 +102,43 @@ class Classifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
+class EpochSeed(pl.Callback):
+    """Re-seeds every RNG at the start of each epoch from (seed, epoch): a run resumed from a
+    checkpoint then shuffles and augments exactly as the uninterrupted run would have."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        pl.seed_everything(self.seed * 100_003 + trainer.current_epoch, workers=True, verbose=False)
+
+
+class ArchInCheckpoint(pl.Callback):
+    """Stores the architecture document in Lightning's checkpoints, so a resume can check it."""
+
+    def __init__(self, arch: Arch) -> None:
+        self.arch = arch
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint["mpn_nas_arch"] = self.arch.to_dict()
+
+
+def check_resumable(checkpoint: Path, arch: Arch) -> None:
+    """Fail with a clear message unless ``checkpoint`` is a Lightning checkpoint mpn-nas wrote for ``arch``
+    (loaded with ``weights_only=True``: nothing in the file is executed)."""
+    if not checkpoint.is_file():
+        raise UserError(f"no checkpoint to resume from at {checkpoint}; run retrain without --resume")
+    try:
+        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # foreign or corrupt file
+        raise UserError(f"{checkpoint} is not an mpn-nas training checkpoint ({type(err).__name__}); "
+                        "pass --force to start again") from None
+    if not isinstance(payload, dict) or "mpn_nas_arch" not in payload:
+        raise UserError(f"{checkpoint} is not an mpn-nas training checkpoint; pass --force to start again")
+    if payload["mpn_nas_arch"] != arch.to_dict():
+        raise UserError(f"{checkpoint} was trained for a different architecture; pass --force to start again")
+
+
 def check_data_matches(arch: Arch, data: ClassificationData) -> None:
     shape = data.shape
     expected = (arch.in_channels, arch.input_size, arch.num_classes)
@@ -125,8 +162,9 @@ def make_trainer(config: TrainConfig, out_dir: Optional[Path], callbacks: Sequen
     device = resolve_device(config.device)
     checkpoints = []
     if out_dir is not None:
-        checkpoints.append(pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True,
-                                                        save_top_k=0, every_n_epochs=1))
+        # One file, rewritten after every epoch: what --resume continues from.
+        checkpoints.append(pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last",
+                                                        save_top_k=1, every_n_epochs=1, enable_version_counter=False))
     return pl.Trainer(
         max_epochs=config.epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
         precision="bf16-mixed" if device == "cuda" else "32-true",
@@ -148,13 +186,18 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
     if on_gpu and arch.member.family == "resnet":
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")
-    trainer = make_trainer(config, out_dir, callbacks, progress)
+    trainer = make_trainer(config, out_dir, [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks], progress)
+    if resume_from is not None:
+        check_resumable(resume_from, arch)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+        trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None,
+                    weights_only=True)
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1); callers need to see the interrupt
             raise KeyboardInterrupt from None
         raise
+    if "val_acc" not in trainer.callback_metrics:  # resumed from a checkpoint of the last epoch: nothing ran
+        trainer.validate(module, datamodule=data, verbose=False)
     metrics = {"val_accuracy": _metric(trainer, "val_acc"), "epochs": config.epochs, **asdict(config)}
     if test:
         trainer.test(module, datamodule=data, verbose=False)

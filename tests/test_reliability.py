@@ -1,0 +1,222 @@
+"""Bad input gets a clear answer; failing trials do not stop a search; interruptions lose nothing."""
+import csv
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from helpers import EXAMPLE_ARCHS, REPO, arch_doc, assert_clean_error, free_port, port_in_use, tiny_space_config, run_cli
+
+ROUTED = str(EXAMPLE_ARCHS / "digits_routed.json")
+
+
+def _doc_file(tmp_path, name, doc_or_text):
+    path = tmp_path / name
+    path.write_text(doc_or_text if isinstance(doc_or_text, str) else json.dumps(doc_or_text))
+    return str(path)
+
+
+def _stage(**changes):
+    return [dict(arch_doc()["stages"][0], **changes)]
+
+
+def _bad_input_cases(tmp_path):
+    """(case, command line, fragment of the one-line message) for every row of the README's table."""
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    busy_port = listening.getsockname()[1]
+    empty_folder = tmp_path / "empty_images" / "cat"
+    empty_folder.mkdir(parents=True)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    previous_search = tmp_path / "previous"
+    previous_search.mkdir()
+    (previous_search / "search.json").write_text("{}")
+    foreign_checkpoint = tmp_path / "foreign_run" / "checkpoints"
+    foreign_checkpoint.mkdir(parents=True)
+    torch.save({"weights": torch.zeros(2)}, foreign_checkpoint / "last.ckpt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    out = str(tmp_path / "out")
+    return listening, [
+        ("malformed JSON", ["profile", _doc_file(tmp_path, "m.json", "{'format': mpn}")], "not valid JSON"),
+        ("truncated JSON", ["retrain", _doc_file(tmp_path, "t.json", json.dumps(arch_doc())[:40]), "--out", out],
+         "not valid JSON"),
+        ("wrong format version", ["profile", _doc_file(tmp_path, "v.json", arch_doc(version=9))], "version"),
+        ("unknown family", ["profile", _doc_file(tmp_path, "f.json", arch_doc(family="vit"))], "family"),
+        ("unknown routing", ["profile", _doc_file(tmp_path, "r.json", arch_doc(stages=_stage(routing="x")))],
+         "routing"),
+        ("unknown dataset", ["retrain", ROUTED, "--dataset", "mnist", "--out", out], "unknown dataset"),
+        ("unknown strategy", ["search", "--strategy", "hyperband", "--out", out], "unknown strategy"),
+        ("density outside (0, 1]", ["profile", _doc_file(tmp_path, "d.json", arch_doc(stages=_stage(density=2)))],
+         "density"),
+        ("path count below 1", ["profile", _doc_file(tmp_path, "p.json", arch_doc(stages=_stage(paths=0)))],
+         "paths"),
+        ("width not positive", ["profile", _doc_file(tmp_path, "w.json", arch_doc(stages=_stage(width=0)))],
+         "width"),
+        ("budget below the smallest architecture", ["search", "--max-params", "50", "--out", out], "at least"),
+        ("missing CIFAR files", ["retrain", str(EXAMPLE_ARCHS / "cifar10_routed.json"), "--dataset", "cifar10",
+                                 "--data-dir", str(tmp_path / "nowhere"), "--out", out], "--download"),
+        ("image folder without images", ["retrain", ROUTED, "--dataset", f"imagefolder:{empty_folder.parent}",
+                                         "--out", out], "no images"),
+        ("output directory not writable", ["retrain", ROUTED, "--out", str(a_file / "sub")], "not writable"),
+        ("output directory holds another search", ["search", "--out", str(previous_search)], "already holds"),
+        ("port already in use", ["search", "--engine", "ts", "--port", str(busy_port), "--out", out], "in use"),
+        ("checkpoint that is not ours", ["retrain", ROUTED, "--out", str(foreign_checkpoint.parent), "--resume"],
+         "not an mpn-nas"),
+        ("model file that is not ours", ["show-routing", str(tmp_path / "foreign.pt"), "-o",
+                                         str(tmp_path / "r.png")], "not an mpn-nas"),
+        ("space config with bad candidates", ["search", "--space-config",
+                                              _doc_file(tmp_path, "s.json", {"densities": [0, 1]}), "--out", out],
+         "densities"),
+        ("resume of a directory without a search", ["search", "--resume", str(tmp_path / "nothing")], "no search"),
+    ]
+
+
+class _Result:
+    def __init__(self, returncode, stderr):
+        self.returncode, self.stderr = returncode, stderr
+
+
+def test_every_bad_input_gets_one_line_and_status_2(tmp_path, capsys):
+    from mpn_nas.cli import main
+
+    listening, cases = _bad_input_cases(tmp_path)
+    try:
+        for case, argv, fragment in cases:  # in-process: same main() as the console script, much faster
+            capsys.readouterr()
+            status = main(argv)
+            assert_clean_error(_Result(status, capsys.readouterr().err), 2, fragment)
+    finally:
+        listening.close()
+    assert not (tmp_path / "out").exists()  # nothing written before validation passed
+
+
+def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
+    result = run_cli("retrain", _doc_file(tmp_path, "t.json", '{"format": "mpn-nas/arch", "ver'), "--out",
+                     str(tmp_path / "out"))
+    assert_clean_error(result, 2, "not valid JSON")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("--debug", "profile", _doc_file(tmp_path, "m.json", "{"))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_diverging_training_raises_a_clear_error():
+    from mpn_nas import Arch
+    from mpn_nas.data import make_data
+    from mpn_nas.training import NonFiniteLossError, TrainConfig, train
+
+    arch = Arch.from_json(str(EXAMPLE_ARCHS / "digits_single.json"))
+    with pytest.raises(NonFiniteLossError, match="loss became"):
+        train(arch, make_data("digits"), TrainConfig(epochs=2, lr=1e25, device="cpu"), progress=False, test=False)
+
+
+def _search_settings(tmp_path, **changes):
+    from search_spaces.budget import Budget
+    from strategies.search import SearchSettings
+
+    return SearchSettings(out=tmp_path / "search", space_config=str(tiny_space_config(tmp_path / "space.json")),
+                          trials=4, epochs=1, budget=Budget(max_params=12_000), quiet=True, **changes)
+
+
+def _failing_train(real_train, fails):
+    def train(arch, *args, **kwargs):
+        for paths, error in fails.items():
+            if any(stage.paths == paths for stage in arch.stages):
+                raise error
+        return real_train(arch, *args, **kwargs)
+    return train
+
+
+@pytest.mark.slow
+def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
+    import mpn_nas.training as training
+    from mpn_nas.training import NonFiniteLossError
+    from strategies.search import run_search
+
+    monkeypatch.setattr(training, "train", _failing_train(training.train, {
+        4: RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), 2: NonFiniteLossError("loss became nan")}))
+    summary = run_search(_search_settings(tmp_path, seed=3))
+    rows = list(csv.DictReader(open(tmp_path / "search" / "trials.csv")))
+    assert len(rows) == 4 and summary["trials_failed"] == sum(r["status"] == "failed" for r in rows) > 0
+    reasons = {r["reason"].split(" (")[0] for r in rows if r["status"] == "failed"}
+    assert reasons <= {"out of memory", "non-finite loss"} and reasons
+    assert summary["best"] is not None and summary["trials_succeeded"] > 0
+
+
+@pytest.mark.slow
+def test_search_where_every_trial_fails_ends_with_an_error(tmp_path, monkeypatch):
+    import mpn_nas.training as training
+    from strategies.search import run_search
+
+    monkeypatch.setattr(training, "train", _failing_train(training.train, {p: ValueError("boom") for p in (1, 2, 4)}))
+    with pytest.raises(RuntimeError, match="all 2 trials failed"):
+        run_search(_search_settings(tmp_path, trials=2))
+    assert not (tmp_path / "search" / "best_arch.json").exists()
+
+
+def _nni_processes(directory: Path) -> list:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(directory) in cmdline or "nni.nas.execution.training_service" in cmdline:
+            found.append(cmdline[:200])
+    return found
+
+
+@pytest.mark.slow
+def test_sigint_stops_everything_and_resume_keeps_finished_trials(tmp_path):
+    out, port = tmp_path / "search", free_port()
+    command = [sys.executable, "-m", "mpn_nas.cli", "search", "--engine", "ts", "--port", str(port), "--space-config",
+               str(tiny_space_config(tmp_path / "space.json")), "--trials", "4", "--epochs", "1",
+               "--max-params", "12000", "--out", str(out), "--seed", "4"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "trials.csv").exists():
+        time.sleep(0.5)
+    assert (out / "trials.csv").exists(), process.communicate(timeout=60)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    time.sleep(2)
+    assert not port_in_use(port) and not _nni_processes(out), _nni_processes(out)
+    kept = list(csv.DictReader(open(out / "trials.csv")))
+    assert 1 <= len(kept) < 4
+    resumed = run_cli("search", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == 4 and rows[:len(kept)] == kept  # finished trials kept, not re-run
+    assert f"{4 - len(kept)} of 4 trials" in resumed.stdout
+    assert not port_in_use(port)
+
+
+@pytest.mark.slow
+def test_interrupted_retrain_resumes_to_the_same_result(tmp_path):
+    base = ["retrain", ROUTED, "--epochs", "4", "--batch-size", "8", "--device", "cpu", "--quiet"]
+    straight = run_cli(*base, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "mpn_nas.cli", *base, "--out", str(out)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    while not checkpoint.exists() and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == 130 and not (out / "metrics.json").exists()
+    assert torch.load(checkpoint, weights_only=True)["epoch"] < 3  # really cut short
+    resumed = run_cli(*base, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=0.01)
+    assert got["val_accuracy"] == pytest.approx(expected["val_accuracy"], abs=0.01)
