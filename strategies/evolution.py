@@ -5,9 +5,12 @@ from typing import Any, Optional
 
 from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import RegularizedEvolution
+from nni.nas.strategy.evolution import Individual
 from nni.nas.strategy.utils import RetrySamplingHelper
 
 from .budgeted import FeasibleSampling, OverBudget, SampleFits
+from .state import (dedup_history_from_plain, dedup_history_to_plain, plain_sample, random_state_from_plain,
+                    random_state_to_plain)
 
 # Consecutive rejected candidates before evolution gives up on one individual (NNI's default is 500;
 # a tight budget can leave far fewer than 1 in 500 random samples feasible).
@@ -21,7 +24,8 @@ class FeasibleEvolution(FeasibleSampling, RegularizedEvolution):
     An over-budget candidate raises :class:`~strategies.budgeted.OverBudget`; NNI's
     ``RetrySamplingHelper`` then draws again (the initial population) or mutates the parent again, so
     every population slot holds a trained, feasible individual and mutation walks toward feasible
-    children. Rejections are counted in ``screened_out`` (kept in the strategy state).
+    children. Rejections are counted in ``screened_out``. The state is plain data (see
+    :mod:`strategies.state`), so NNI's experiment resume works with it under current torch.
     """
 
     def __init__(self, fits: Optional[SampleFits] = None, *, retries: int = SAMPLING_RETRIES, **kwargs: Any) -> None:
@@ -47,8 +51,17 @@ class FeasibleEvolution(FeasibleSampling, RegularizedEvolution):
         return model
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "screened_out": self.screened_out}
+        state = super().state_dict()
+        state["population"] = [{"x": plain_sample(i.x), "y": i.y} for i in state["population"]]
+        state["random_state"] = random_state_to_plain(self._random_state)
+        if "dedup_history" in state:
+            state["dedup_history"] = dedup_history_to_plain(state["dedup_history"])
+        return {**state, "screened_out": self.screened_out}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
+        state = dict(state_dict, population=[Individual(i["x"], i["y"]) for i in state_dict["population"]],
+                     random_state=random_state_from_plain(state_dict["random_state"]))
+        if "dedup_history" in state:
+            state["dedup_history"] = dedup_history_from_plain(state["dedup_history"])
+        super().load_state_dict(state)
         self.screened_out = state_dict.get("screened_out", 0)

@@ -33,16 +33,12 @@ from search_spaces.config import SpaceConfig, sample_to_arch
 from .budgeted import FeasibleSampling, SampleFits
 from .dominance import nsga2_ranking, nsga2_survivors, pareto_front
 from .evolution import SAMPLING_RETRIES
+from .registry import check_objective
+from .state import plain_sample, random_state_from_plain, random_state_to_plain
 
 _logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("flops", "params")
 FRONT_FOLDER = "pareto"
-
-
-def check_objective(objective: str) -> None:
-    if objective not in OBJECTIVES:
-        raise UserError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
 
 
 class SampleCost:
@@ -162,7 +158,7 @@ class ParetoEvolution(FeasibleSampling, Strategy):
         if self._dedup is not None:
             self._dedup.dedup(sample)
         model = model if model is not None else self.model_space.freeze(sample)
-        self._submitted.append(_plain(sample))
+        self._submitted.append(plain_sample(sample))
         self._individual_counter += 1
         _logger.info("[Individual %4d] %s: %s", self._individual_counter, how, sample)
         return model
@@ -202,26 +198,23 @@ class ParetoEvolution(FeasibleSampling, Strategy):
         if metric is None:
             _logger.warning("%s has no metric; it does not join the population.", event.model)
             return
-        individual = Evaluated(_plain(event.model.sample), _accuracy(metric), self.cost(event.model.sample))
+        individual = Evaluated(plain_sample(event.model.sample), _accuracy(metric), self.cost(event.model.sample))
         self._history.append(individual)
         self._population.append(individual)
         if len(self._population) > self.population_size:
             keep = nsga2_survivors([e.point for e in self._population], self.population_size)
             self._population = [self._population[i] for i in keep]
 
-    # Checkpointing (NNI saves and restores this with the experiment) ---------------------------------------
-    # Plain data only: NNI's serializer is torch.save, and torch.load's default weights_only unpickler
-    # refuses NNI labels, numpy arrays and sets.
+    # Checkpointing (NNI saves and restores this with the experiment; plain data, see strategies.state) -----
 
     def state_dict(self) -> dict:
-        name, keys, position, has_gauss, cached_gaussian = self._random_state.get_state()
         return {
             "population": [asdict(e) for e in self._population],
             "history": [asdict(e) for e in self._history],
             "submitted": list(self._submitted),
             "individual_counter": self._individual_counter,
             "screened_out": self.screened_out,
-            "random_state": [name, keys.tolist(), position, has_gauss, cached_gaussian],
+            "random_state": random_state_to_plain(self._random_state),
             "num_running_models": len(self._running),
         }
 
@@ -234,16 +227,11 @@ class ParetoEvolution(FeasibleSampling, Strategy):
         self._submitted = list(state_dict["submitted"])
         self._individual_counter = state_dict["individual_counter"]
         self.screened_out = state_dict.get("screened_out", 0)
-        self._random_state.set_state(tuple(state_dict["random_state"]))
+        self._random_state.set_state(random_state_from_plain(state_dict["random_state"]))
         if self._dedup is not None:
             self._dedup.reset()
             for sample in self._submitted:
                 self._dedup.dedup(sample)
-
-
-def _plain(sample: Mapping[str, Any]) -> dict:
-    """A sample with plain ``str`` labels (NNI's are a ``str`` subclass)."""
-    return {str(label): value for label, value in sample.items()}
 
 
 def _accuracy(metric: Any) -> float:
@@ -258,6 +246,11 @@ def front_rows(rows: Sequence[Mapping[str, Any]], objective: str) -> list[Mappin
     check_objective(objective)
     done = [r for r in rows if r["status"] == "succeeded"]
     return [done[i] for i in pareto_front([(float(r["val_accuracy"]), float(r[objective])) for r in done])]
+
+
+def front_trials(rows: Sequence[Mapping[str, Any]], objective: str) -> list[int]:
+    """Trial numbers of :func:`front_rows`, ascending (for the ``pareto`` column of ``trials.csv``)."""
+    return sorted(int(r["trial"]) for r in front_rows(rows, objective))
 
 
 def row_sample(row: Mapping[str, Any], config: SpaceConfig) -> dict:

@@ -7,6 +7,7 @@ from typing import Optional
 from mpn_nas.errors import UserError
 
 STRATEGY_NAMES = ("random", "grid", "evolution", "tpe", "pareto")
+OBJECTIVES = ("flops", "params")  # what the pareto strategy minimises against accuracy
 
 
 def make_strategy(name: str, trials: int, seed: int = 0, *, config=None, budget=None, objective: str = "flops"):
@@ -20,6 +21,7 @@ def make_strategy(name: str, trials: int, seed: int = 0, *, config=None, budget=
     from nni.nas import strategy
 
     check_strategy_name(name)
+    check_objective(objective)
     fits = _fits(config, budget)
     population = max(2, min(100, trials // 2))
     if name == "random":
@@ -52,3 +54,8 @@ def _fits(config, budget) -> Optional[object]:
 def check_strategy_name(name: str) -> None:
     if name not in STRATEGY_NAMES:
         raise UserError(f"unknown strategy {name!r}; allowed: {', '.join(STRATEGY_NAMES)}")
+
+
+def check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")

@@ -1,5 +1,7 @@
 """Complexity budgets around NNI's multi-trial strategies (Chain + BudgetFilter), and the evolution
 that only ever proposes feasible individuals."""
+import json
+
 import pytest
 
 from mpn_nas import profile
@@ -93,17 +95,23 @@ def test_plain_evolution_wastes_proposals_on_the_filter_where_feasible_evolution
     assert plain.budget_filter.screened_out > 0  # NNI's evolution hands over-budget models to the filter
 
 
-def test_feasible_evolution_resumes_its_rejection_count():
-    from strategies.budgeted import SampleFits
-    from strategies.evolution import FeasibleEvolution
+def test_feasible_evolution_resumes_from_nni_checkpoint(tmp_path):
+    from strategies.registry import make_strategy
 
     space = tiny_space()
-    fits = SampleFits(space.config, Budget(max_params=TIGHT_PARAMS))
-    first = FeasibleEvolution(fits, population_size=2, sample_size=1, seed=0)
-    first.screened_out = 7
-    second = FeasibleEvolution(fits, population_size=2, sample_size=1, seed=0)
-    second.load_state_dict(first.state_dict())
-    assert second.screened_out == 7
+    budget = Budget(max_params=TIGHT_PARAMS)
+    first = make_strategy("evolution", trials=8, seed=4, config=space.config, budget=budget)
+    experiment = run_experiment(space, first, 8, tmp_path / "nni")
+    saved = first.state_dict()
+    second = make_strategy("evolution", trials=8, seed=4, config=space.config, budget=budget)
+    # NNI restores the strategy from the experiment's checkpoint; the larger trial limit lets it go on.
+    run_experiment(space, second, 12, tmp_path / "nni", resume_id=experiment.id)
+    state = second.state_dict()
+    assert state["individual_counter"] == 12 and state["screened_out"] >= saved["screened_out"] > 0
+    before = {json.dumps(m.sample, sort_keys=True) for m in trained_models(first)}
+    after = {json.dumps(m.sample, sort_keys=True) for m in trained_models(second)}
+    assert len(before) == 8 and len(after) == 4 and not before & after  # dedup history restored
+    assert all(_measured_params(space.config, m) <= TIGHT_PARAMS for m in trained_models(second))
 
 
 def test_with_budget_fails_at_once_when_nothing_fits():
@@ -136,3 +144,26 @@ def test_make_strategy_names_and_budget_paths():
         make_strategy("pareto", 8, config=config, objective="latency")
     with pytest.raises(UserError, match="unknown strategy"):
         make_strategy("bayes", 8)
+
+
+@pytest.mark.slow
+def test_strategy_comparison_benchmark_runs_end_to_end(tmp_path):
+    """A tiny configuration (a smoke test of the code path, not of the figures)."""
+    import importlib.util
+    import json
+
+    from helpers import REPO, tiny_space_config
+
+    spec = importlib.util.spec_from_file_location("strategy_comparison", REPO / "benchmarks" / "strategy_comparison.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    out = tmp_path / "comparison"
+    assert benchmark.main(["--seeds", "1", "--trials", "2", "--epochs", "1", "--max-params", str(TIGHT_PARAMS),
+                           "--space-config", str(tiny_space_config(tmp_path / "space.json")),
+                           "--strategies", "nni-random", "pareto", "--out", str(out)]) == 0
+    runs = {run["strategy"]: run for run in json.loads(out.with_suffix(".json").read_text())}
+    assert runs["nni-random"]["screened_out"] == 0 and runs["pareto"]["over_budget"] == 0
+    assert runs["pareto"]["trials"] == 2 and runs["pareto"]["screened_out"] > 0
+    assert runs["pareto"]["best_within_budget"] is not None
+    table = out.with_suffix(".md").read_text()
+    assert "| Pareto NSGA-II" in table and "median" in table
