@@ -2,9 +2,9 @@
 dense layer of equal FLOPs.
 
 For each layer kind (``MultiPathConv2d`` on ``(B, p, C, H, W)``, ``MultiPathLinear`` on ``(B, p, F)``)
-and each path count ``p``, these implementations run interleaved in one process, call by call, so
-that load from other processes hits them alike; the median of ``--repeats`` calls is reported and
-every time is printed as a ratio:
+and each path count ``p``, these implementations run interleaved in one process, call by call, for
+``--repeats`` rounds; each time is printed as a ratio to a baseline, the median over rounds of the
+per-round ratio, so that load from other processes, which hits one round's calls alike, cancels out:
 
 - the layer with each routing type (``none``, ``static``, ``cross_prediction``, ``feature_dependent``);
 - ``naive``: the same layer with the same weights (routing ``feature_dependent``), computed with Python
@@ -122,8 +122,9 @@ def forward_backward(module_or_fn: Callable[[torch.Tensor], torch.Tensor], x: to
     return step
 
 
-def interleaved_medians(steps: dict[str, Step], repeats: int, warmup: int, sync: Callable[[], None]) -> dict:
-    """Median milliseconds of each step, timing them call by call in turn."""
+def interleaved_times(steps: dict[str, Step], repeats: int, warmup: int, sync: Callable[[], None]
+                      ) -> dict[str, list[float]]:
+    """Milliseconds of each step in each of ``repeats`` rounds; a round times every step once, in turn."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for index in range(warmup + repeats):
         for name, step in steps.items():
@@ -133,7 +134,13 @@ def interleaved_medians(steps: dict[str, Step], repeats: int, warmup: int, sync:
             sync()
             if index >= warmup:
                 times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def ratio(times: dict[str, list[float]], name: str, baseline: str) -> float:
+    """Median over rounds of ``name``'s time over ``baseline``'s in the same round: steps of one round
+    run moments apart, so load from other processes cancels out of each ratio."""
+    return statistics.median(t / b for t, b in zip(times[name], times[baseline]))
 
 
 def dense_width(width: int, paths: int) -> int:
@@ -141,20 +148,28 @@ def dense_width(width: int, paths: int) -> int:
     return max(1, round(width * math.sqrt(paths)))
 
 
-def conv_steps(paths: int, args: argparse.Namespace, device: torch.device) -> dict[str, Step]:
-    c, size = args.channels, args.size
-    x = torch.randn(args.batch, paths, c, size, size, device=device, requires_grad=True)
+def routed_steps(x: torch.Tensor, make_layer: Callable[[str], nn.Module],
+                 naive_forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+                 ) -> tuple[dict[str, Step], dict[str, nn.Module]]:
+    """Steps of the layer with each routing type, and of the naive loop over paths with the
+    ``NAIVE_ROUTING`` layer's weights; returns the steps and the layers by routing type."""
     steps: dict[str, Step] = {}
-    layers = {}
-    for routing in ROUTING_TYPES:
-        layer = MultiPathConv2d(c, c, paths, routing).to(device)
-        layers[routing] = layer
+    layers = {routing: make_layer(routing) for routing in ROUTING_TYPES}
+    for routing, layer in layers.items():
         steps[routing] = forward_backward(layer, x, list(layer.parameters()))
     reference = layers[NAIVE_ROUTING].eval()
     with torch.no_grad():  # the timed loop is only worth reporting if it computes the same thing
-        torch.testing.assert_close(naive_conv_forward(reference, x), reference(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(naive_forward(reference, x), reference(x), rtol=1e-4, atol=1e-4)
     reference.train()
-    steps["naive"] = forward_backward(lambda t: naive_conv_forward(reference, t), x, list(reference.parameters()))
+    steps["naive"] = forward_backward(lambda t: naive_forward(reference, t), x, list(reference.parameters()))
+    return steps, layers
+
+
+def conv_steps(paths: int, args: argparse.Namespace, device: torch.device) -> dict[str, Step]:
+    c, size = args.channels, args.size
+    x = torch.randn(args.batch, paths, c, size, size, device=device, requires_grad=True)
+    steps, layers = routed_steps(x, lambda routing: MultiPathConv2d(c, c, paths, routing).to(device),
+                                 naive_conv_forward)
     wide = dense_width(c, paths)
     dense = nn.Sequential(nn.Conv2d(wide, wide, 3, padding=1, bias=False), nn.BatchNorm2d(wide), nn.ReLU()).to(device)
     x_dense = torch.randn(args.batch, wide, size, size, device=device, requires_grad=True)
@@ -168,17 +183,8 @@ def conv_steps(paths: int, args: argparse.Namespace, device: torch.device) -> di
 def linear_steps(paths: int, args: argparse.Namespace, device: torch.device) -> dict[str, Step]:
     f = args.features
     x = torch.randn(args.linear_batch, paths, f, device=device, requires_grad=True)
-    steps: dict[str, Step] = {}
-    layers = {}
-    for routing in ROUTING_TYPES:
-        layer = MultiPathLinear(f, f, paths, routing).to(device)
-        layers[routing] = layer
-        steps[routing] = forward_backward(layer, x, list(layer.parameters()))
-    reference = layers[NAIVE_ROUTING].eval()
-    with torch.no_grad():
-        torch.testing.assert_close(naive_linear_forward(reference, x), reference(x), rtol=1e-4, atol=1e-4)
-    reference.train()
-    steps["naive"] = forward_backward(lambda t: naive_linear_forward(reference, t), x, list(reference.parameters()))
+    steps, layers = routed_steps(x, lambda routing: MultiPathLinear(f, f, paths, routing).to(device),
+                                 naive_linear_forward)
     wide = dense_width(f, paths)
     dense = nn.Sequential(nn.Linear(wide, wide), nn.BatchNorm1d(wide), nn.ReLU()).to(device)
     x_dense = torch.randn(args.linear_batch, wide, device=device, requires_grad=True)
@@ -189,16 +195,17 @@ def linear_steps(paths: int, args: argparse.Namespace, device: torch.device) -> 
     return steps
 
 
-def ratio_table(kind: str, results: dict[int, dict[str, float]]) -> str:
-    """Markdown: milliseconds of routing ``none``, everything else as a ratio to a stated baseline."""
+def ratio_table(kind: str, results: dict[int, dict[str, list[float]]]) -> str:
+    """Markdown: median milliseconds of routing ``none``, everything else as a ratio to a stated baseline."""
     ops = [name for name in next(iter(results.values())) if name.startswith("op:")]
     header = (["p", "`none` ms"] + [f"`{r}` / `none`" for r in ROUTING_TYPES[1:]]
               + [f"naive / `{NAIVE_ROUTING}`", "dense equal-FLOPs / `none`"] + [f"{op[3:]} / {ops[0][3:]}" for op in ops[1:]])
     lines = [f"**{kind}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for paths, ms in results.items():
-        row = [str(paths), f"{ms['none']:.2f}"] + [f"{ms[r] / ms['none']:.3f}" for r in ROUTING_TYPES[1:]]
-        row += [f"{ms['naive'] / ms[NAIVE_ROUTING]:.2f}", f"{ms['dense'] / ms['none']:.2f}"]
-        row += [f"{ms[op] / ms[ops[0]]:.2f}" for op in ops[1:]]
+    for paths, times in results.items():
+        row = [str(paths), f"{statistics.median(times['none']):.2f}"]
+        row += [f"{ratio(times, r, 'none'):.3f}" for r in ROUTING_TYPES[1:]]
+        row += [f"{ratio(times, 'naive', NAIVE_ROUTING):.2f}", f"{ratio(times, 'dense', 'none'):.2f}"]
+        row += [f"{ratio(times, op, ops[0]):.2f}" for op in ops[1:]]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -231,24 +238,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     shapes = {"conv": f"MultiPathConv2d, input (B={args.batch}, p, C={args.channels}, {args.size}, {args.size}), "
                       f"3x3, C -> C per path",
               "linear": f"MultiPathLinear, input (B={args.linear_batch}, p, F={args.features}), F -> F per path"}
-    medians: dict[str, dict[int, dict[str, float]]] = {}
-    sections = [f"Forward+backward, {device}, {torch.get_num_threads()} threads, median of {args.repeats} "
-                f"interleaved calls, torch {torch.__version__}.", ""]
+    times: dict[str, dict[int, dict[str, list[float]]]] = {}
+    sections = [f"Forward+backward, {device}, {torch.get_num_threads()} thread(s), {args.repeats} rounds of "
+                f"interleaved calls; ratios are medians of per-round ratios; torch {torch.__version__}.", ""]
     for kind in args.layers:
-        medians[kind] = {}
+        times[kind] = {}
         for paths in args.paths:
-            medians[kind][paths] = interleaved_medians(builders[kind](paths, args, device), args.repeats, args.warmup,
-                                                       sync)
-            print(f"{kind} p={paths}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in medians[kind][paths].items()),
-                  file=sys.stderr, flush=True)
-        sections += [ratio_table(shapes[kind], medians[kind]), ""]
+            times[kind][paths] = interleaved_times(builders[kind](paths, args, device), args.repeats, args.warmup, sync)
+            print(f"{kind} p={paths}: " + ", ".join(f"{k} {statistics.median(v):.2f} ms"
+                                                     for k, v in times[kind][paths].items()), file=sys.stderr, flush=True)
+        sections += [ratio_table(shapes[kind], times[kind]), ""]
     text = "\n".join(sections)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
+        medians = {kind: {paths: {name: statistics.median(values) for name, values in row.items()}
+                          for paths, row in rows.items()} for kind, rows in times.items()}
         args.out.with_suffix(".json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                             "median_ms": medians}, indent=1) + "\n")
+                                                             "median_ms": medians, "times_ms": times}) + "\n")
     return 0
 
 

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
@@ -82,7 +82,7 @@ BASES = {"digits-contexts": DIGITS_BASE, "digits": DIGITS_BASE, "cifar10": CIFAR
 
 # --- variants as architecture documents ------------------------------------------------------------------
 
-def resnet_arch(base: Base, scale: float = 1.0, stem_width: Optional[int] = None, paths: int = 1,
+def resnet_arch(base: Base, scale: float = 1.0, *, stem_width: Optional[int] = None, paths: int = 1,
                 routing: str = "none", blocks: int = 1, se: bool = False, ensemble_size: int = 1) -> Arch:
     """The base network with stage widths times ``scale`` and the given paths, routing, depth, SE."""
     stages = [{"blocks": blocks, "width": max(1, round(width * scale)), "paths": paths, "routing": routing,
@@ -106,24 +106,21 @@ def param_count(arch: Arch) -> int:
     return _param_count(arch.to_json())
 
 
-def candidates(variant: str, base: Base, stem: int) -> Iterable[tuple[float, Arch]]:
-    """``(scale, arch)`` pairs with stem width ``stem`` that the matching chooses from; ``scale`` is
-    the stage-width factor."""
-    for scale in SCALES:
-        if variant == "widened":
-            yield scale, resnet_arch(base, scale, stem)
-        elif variant == "deeper":  # depth, not width, makes up the parameters
-            if scale > 1:
-                continue
-            for blocks in range(2, MAX_DEEPER_BLOCKS + 1):
-                yield scale, resnet_arch(base, scale, stem, blocks=blocks)
-        elif variant == "se":
-            yield scale, resnet_arch(base, scale, stem, se=True)
-        elif variant == "ensemble":
-            yield scale, resnet_arch(base, scale, stem, ensemble_size=base.paths)
-        else:  # multi-path: none, static, cross_prediction
-            routing = "none" if variant == "multipath" else variant
-            yield scale, resnet_arch(base, scale, stem, paths=base.paths, routing=routing)
+def families(variant: str, base: Base, stem: int) -> Iterable[tuple[Callable[[float], Arch], Sequence[float]]]:
+    """Networks of the variant with stem width ``stem``, as ``(arch of a stage-width scale, scales)``
+    pairs; parameters grow with the scale within each pair."""
+    if variant == "deeper":  # depth, not width, makes up the parameters
+        for blocks in range(2, MAX_DEEPER_BLOCKS + 1):
+            yield functools.partial(resnet_arch, base, stem_width=stem, blocks=blocks), [s for s in SCALES if s <= 1]
+    elif variant == "widened":
+        yield functools.partial(resnet_arch, base, stem_width=stem), SCALES
+    elif variant == "se":
+        yield functools.partial(resnet_arch, base, stem_width=stem, se=True), SCALES
+    elif variant == "ensemble":
+        yield functools.partial(resnet_arch, base, stem_width=stem, ensemble_size=base.paths), SCALES
+    else:  # multi-path: none, static, cross_prediction
+        routing = "none" if variant == "multipath" else variant
+        yield functools.partial(resnet_arch, base, stem_width=stem, paths=base.paths, routing=routing), SCALES
 
 
 def matched_arch(variant: str, base: Base, target: int, tolerance: float) -> Arch:
@@ -137,12 +134,17 @@ def matched_arch(variant: str, base: Base, target: int, tolerance: float) -> Arc
     closest = math.inf
     for stem in [base.stem_width + delta for delta in (0, -2, 2, -4, 4) if base.stem_width + delta >= 1]:
         best_key, best = None, None
-        for scale, arch in candidates(variant, base, stem):
-            error = abs(param_count(arch) - target) / target
-            closest = min(closest, error)
-            key = (round(abs(math.log(scale)), 1), error)
-            if error <= tolerance and (best_key is None or key < best_key):
-                best_key, best = key, arch
+        for make, scales in families(variant, base, stem):
+            for scale in scales:
+                arch = make(scale)
+                params = param_count(arch)
+                error = abs(params - target) / target
+                closest = min(closest, error)
+                key = (round(abs(math.log(scale)), 1), error)
+                if error <= tolerance and (best_key is None or key < best_key):
+                    best_key, best = key, arch
+                if params > target * (1 + tolerance):
+                    break  # larger scales only grow further away
         if best is not None:
             return best
     raise UserError(f"no {variant} network within {tolerance:.0%} of {target:,} parameters "
@@ -279,6 +281,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="where the CIFAR files are")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/paper_table"),
                         help="writes OUT.md, OUT.json and OUT.png")
+    parser.add_argument("--latency-rounds", type=int, default=5, help="interleaved rounds of latency measurement")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: take the runs from OUT.json, re-measure complexity, rewrite the report")
     return parser.parse_args(argv)
@@ -347,7 +350,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         training_minutes = (time.perf_counter() - started) / 60
     summaries, sections = [], []
     for dataset, plan in plans.items():
-        latency = interleaved_latency_ms(plan["archs"])
+        latency = interleaved_latency_ms(plan["archs"], args.latency_rounds)
         complexity = {}
         for variant, arch in plan["archs"].items():
             params, flops = count_params_and_flops(arch)
@@ -356,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary = summarise(dataset, [r for r in runs if r["dataset"] == dataset], complexity)
         summaries.append(summary)
         settings = (f"{plan['epochs']} epochs, SGD lr {plan['base'].lr}, batch {plan['base'].batch_size}, "
-                    f"{device}; latency: batch 1, CPU, 1 thread, median of 5 interleaved rounds")
+                    f"{device}; latency: batch 1, CPU, 1 thread, median of {args.latency_rounds} interleaved rounds")
         sections.append(markdown_table(summary, plan["target"], settings))
     took = "" if training_minutes is None else f", {training_minutes:.1f} min with {args.jobs} jobs"
     header = (f"Measured with `python benchmarks/paper_table.py {command}` ({len(runs)} training runs{took}, "

@@ -56,9 +56,9 @@ def cmd_show_routing(args: argparse.Namespace) -> int:
     atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
     print(f"{'layer':<28} {'routing':<18} {'paths':<7} {'class MI bits':>13} {'context MI bits':>15}")
     for layer in report.layers:
-        context = "" if layer.context_score is None else f"{layer.context_score:.4f}"
+        context = "" if layer.context_score is None else f"{layer.context_score:.3g}"
         paths = f"{layer.by_class.shape[1]}->{layer.by_class.shape[2]}"
-        print(f"{layer.name:<28} {layer.routing:<18} {paths:<7} {layer.class_score:>13.4f} {context:>15}")
+        print(f"{layer.name:<28} {layer.routing:<18} {paths:<7} {layer.class_score:>13.3g} {context:>15}")
     print(f"{report.samples} {args.split} samples of {args.dataset} (seed {seed}); wrote {image_path} and {json_path}")
     return 0
 

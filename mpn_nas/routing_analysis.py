@@ -164,7 +164,7 @@ def plot_routing(report: RoutingReport, path: Path) -> None:
                 continue
             image = axis.imshow(means[column].numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
             axis.set_title(names[column], fontsize=8)
-        axes[row][0].set_ylabel(f"{layer.name}\n{layer.routing}\nby {grouping}: {score:.3f} bits", fontsize=7)
+        axes[row][0].set_ylabel(f"{layer.name}\n{layer.routing}\nby {grouping}: {score:.3g} bits", fontsize=7)
     if image is not None:
         figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="mean routing weight")
     figure.suptitle("mean routing matrix (rows: source path, columns: destination path)", fontsize=9)

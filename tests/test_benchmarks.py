@@ -15,6 +15,7 @@ from mpn_nas.layers import ROUTING_TYPES, MultiPathConv2d, MultiPathLinear
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is created
     spec.loader.exec_module(module)
     return module
 
@@ -66,10 +67,11 @@ def test_layer_speed_runs_and_reports_every_implementation(tmp_path):
     assert all(ms > 0 for kind in medians.values() for row in kind.values() for ms in row.values())
 
 
+@pytest.mark.slow
 def test_paper_table_runs_and_matches_parameters(tmp_path):
     out = tmp_path / "table"
     result = _run("paper_table.py", "--datasets", "digits-contexts", "cifar10", "--variants", "multipath",
-                  "feature_dependent", "--seeds", "2", "--epochs", "1", "--jobs", "1", "--device", "cpu",
+                  "feature_dependent", "--seeds", "2", "--epochs", "1", "--jobs", "1", "--device", "cpu", "--latency-rounds", "1",
                   "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     doc = json.loads(out.with_suffix(".json").read_text())
