@@ -21,7 +21,7 @@ from numpy.random import RandomState
 from nni.mutable import MutableAnnotation, Sample
 from nni.nas.execution import ExecutionEngine
 from nni.nas.execution.event import ModelEvent, ModelEventType
-from nni.nas.space import ExecutableModelSpace
+from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy import Strategy
 from nni.nas.strategy.utils import DeduplicationHelper, RetrySamplingHelper
 
@@ -196,7 +196,8 @@ class ParetoEvolution(FeasibleSampling, Strategy):
         self._running.remove(event.model)
         metric = event.model.metric
         if metric is None:
-            _logger.warning("%s has no metric; it does not join the population.", event.model)
+            if event.status != ModelStatus.Invalid:  # invalid: screened out by a filter below, not a failure
+                _logger.warning("%s has no metric; it does not join the population.", event.model)
             return
         individual = Evaluated(plain_sample(event.model.sample), _accuracy(metric), self.cost(event.model.sample))
         self._history.append(individual)
