@@ -103,14 +103,28 @@ class Classifier(pl.LightningModule):
 
 
 class EpochSeed(pl.Callback):
-    """Re-seeds every RNG at the start of each epoch from (seed, epoch): a run resumed from a
-    checkpoint then shuffles and augments exactly as the uninterrupted run would have."""
+    """Seeds every RNG from (seed, epoch) right before each epoch draws its shuffle, so a run resumed
+    from a checkpoint shuffles and augments exactly as the uninterrupted run would have.
+
+    Lightning fetches the first batch of a fit's first epoch (epoch 0, or the resumed epoch) before
+    ``on_train_epoch_start``; ``on_fit_start`` (after the checkpoint is restored) seeds for it.
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self._seeded_by_fit_start = False
+
+    def _seed(self, epoch: int) -> None:
+        pl.seed_everything(self.seed * 100_003 + epoch, workers=True, verbose=False)
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._seed(trainer.current_epoch)
+        self._seeded_by_fit_start = True
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        pl.seed_everything(self.seed * 100_003 + trainer.current_epoch, workers=True, verbose=False)
+        if not self._seeded_by_fit_start:
+            self._seed(trainer.current_epoch)
+        self._seeded_by_fit_start = False
 
 
 class ArchInCheckpoint(pl.Callback):

@@ -97,6 +97,7 @@ def validate(settings: SearchSettings) -> None:
 def port_is_free(port: int) -> bool:
     """Whether NNI's manager could listen on ``port`` (it binds every interface)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Node does: TIME_WAIT is no conflict
         try:
             probe.bind(("", port))
         except OSError:
