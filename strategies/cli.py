@@ -36,7 +36,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UserError("pass --out DIR for a new search, or --resume DIR to continue one")
     settings = SearchSettings(
         out=Path(args.out), space=args.space, space_config=args.space_config, dataset=args.dataset,
-        data_dir=args.data_dir, strategy=args.strategy, budget=budget_from(args), trials=args.trials,
+        data_dir=args.data_dir, strategy=args.strategy, objective=args.objective, budget=budget_from(args), trials=args.trials,
         epochs=args.epochs, engine=args.engine, concurrency=args.concurrency, gpus=args.gpus, port=args.port,
         seed=args.seed, batch_size=args.batch_size, lr=args.lr, device=args.device, force=args.force,
         quiet=args.quiet)
@@ -59,7 +59,9 @@ def register(commands) -> None:
     add_space_options(search)
     search.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | imagefolder:PATH | fake")
     search.add_argument("--data-dir", default=None)
-    search.add_argument("--strategy", default="random", help="random | grid | evolution | tpe")
+    search.add_argument("--strategy", default="random", help="random | grid | evolution | tpe | pareto")
+    search.add_argument("--objective", default="flops", help="flops | params: the cost the pareto strategy "
+                        "trades accuracy against (and pareto.png's x axis)")
     add_budget_options(search)
     search.add_argument("--trials", type=int, default=8, help="trials to train (over-budget samples do not count)")
     search.add_argument("--epochs", type=int, default=2, help="training epochs per trial")

@@ -20,7 +20,8 @@ from search_spaces.config import SpaceConfig, config_from_dict, load_config, sam
 
 from .artifacts import plot_pareto, read_trials_csv, write_json, write_trials_csv
 from .middleware import TrialRecord, sample_key
-from .registry import check_strategy_name
+from .pareto import row_sample, front_trials, write_front
+from .registry import check_objective, check_strategy_name
 
 SUMMARY_FORMAT = "mpn-nas/search"
 SETTINGS_FILE = "search.json"  # written first: what --resume needs, even after a hard kill
@@ -35,6 +36,7 @@ class SearchSettings:
     dataset: str = "digits"
     data_dir: Optional[str] = None
     strategy: str = "random"
+    objective: str = "flops"  # what the pareto strategy and pareto.png trade accuracy against
     budget: Budget = field(default_factory=Budget)
     trials: int = 8
     epochs: int = 2
@@ -82,6 +84,7 @@ def dataset_shape(dataset: str, data_dir: Optional[str]) -> tuple[int, int, int]
 
 def validate(settings: SearchSettings) -> None:
     check_strategy_name(settings.strategy)
+    check_objective(settings.objective)
     if settings.engine not in ENGINES:
         raise UserError(f"unknown engine {settings.engine!r}; allowed: {', '.join(ENGINES)}")
     for name in ("trials", "epochs", "concurrency", "batch_size"):
@@ -159,13 +162,19 @@ class SearchLog:
                "val_accuracy": None if record.val_accuracy is None else round(record.val_accuracy, 6),
                "seconds": record.seconds, "reason": reason, **record.sample}
         self.rows.append(row)
-        write_trials_csv(self.settings.out / "trials.csv", self.rows, self.labels)
+        write_trials_csv(self.settings.out / "trials.csv", self.rows, self.labels, front=self.front())
         if not self.settings.quiet:
             best = self.best()
             shown = "failed: " + reason if record.status == "failed" else f"val_acc {record.val_accuracy:.4f}"
             best_text = f"best {best['val_accuracy']:.4f} (trial {best['trial']})" if best else "no success yet"
             print(f"[trial {record.index}/{self.settings.trials}] {shown}  params {cost.params:,}  "
                   f"flops {cost.flops:,}  {record.seconds:.1f}s | {best_text}", flush=True)
+
+    def front(self) -> Optional[list[int]]:
+        """Trial numbers on the Pareto front (marked in trials.csv) when searching for the front."""
+        if self.settings.strategy != "pareto":
+            return None
+        return front_trials(self.rows, self.settings.objective)
 
     def best(self) -> Optional[dict]:
         done = [r for r in self.rows if r["status"] == "succeeded"]
@@ -181,16 +190,10 @@ def load_previous_rows(out: Path, config: SpaceConfig) -> list[dict]:
     path = out / "trials.csv"
     if not path.is_file():
         return []
-    candidates = config.labels()
-    rows = []
-    for row in read_trials_csv(path):
-        parsed = {"trial": int(row["trial"]), "status": row["status"], "params": int(row["params"]),
-                  "flops": int(row["flops"]), "val_accuracy": float(row["val_accuracy"]) if row["val_accuracy"] else None,
-                  "seconds": float(row["seconds"]) if row["seconds"] else None, "reason": row["reason"]}
-        for label, values in candidates.items():
-            parsed[label] = next(v for v in values if str(v) == row[label])
-        rows.append(parsed)
-    return rows
+    return [{"trial": int(row["trial"]), "status": row["status"], "params": int(row["params"]),
+             "flops": int(row["flops"]), "val_accuracy": float(row["val_accuracy"]) if row["val_accuracy"] else None,
+             "seconds": float(row["seconds"]) if row["seconds"] else None, "reason": row["reason"],
+             **row_sample(row, config)} for row in read_trials_csv(path)]
 
 
 def experiment_config(settings: SearchSettings, trials: int):
@@ -254,7 +257,8 @@ def run_search(settings: SearchSettings) -> dict:
     recorder = TrialRecorder(on_end=log.trial_ended, replay=log.replay_table(),
                              first_index=max((r["trial"] for r in log.rows), default=0) + 1)
     budget_filter = BudgetFilter(config, settings.budget)
-    strategy = Chain(make_strategy(settings.strategy, settings.trials, settings.seed), recorder, budget_filter)
+    strategy = Chain(make_strategy(settings.strategy, settings.trials, settings.seed, config=config,
+                                   budget=settings.budget, objective=settings.objective), recorder, budget_filter)
     trial_device = settings.device if settings.engine == "ts" or settings.device != "auto" else "cpu"
     evaluator = make_evaluator(dataset=settings.dataset, data_dir=settings.data_dir, epochs=settings.epochs,
                                batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, device=trial_device,
@@ -305,7 +309,12 @@ def write_summary(settings: SearchSettings, config: SpaceConfig, log: SearchLog,
         arch.to_json(out / "best_arch.json")
         summary["best"] = {k: best[k] for k in ("trial", "val_accuracy", "params", "flops")}
         summary["best"]["arch_file"] = "best_arch.json"
-        plot_pareto(out / "pareto.png", log.rows)
+        front = log.front()
+        if front is not None:
+            summary["pareto_front"] = {"objective": settings.objective, "trials": front,
+                                       "folder": "pareto"}
+            write_front(out, log.rows, config, settings.objective)
+        plot_pareto(out / "pareto.png", log.rows, objective=settings.objective, front=front)
     write_json(out / "summary.json", summary)
     if interrupted:
         print(f"interrupted: {len(log.rows)} finished trials kept in {out}; continue with "
