@@ -68,12 +68,11 @@ def train_config(args: argparse.Namespace):
 def make_data_for(arch, args: argparse.Namespace):
     """The data module ``args.dataset`` names, shaped for ``arch`` where the data set allows."""
     from .data import DataShape, make_data
-    from .training import resolve_device
+    from .training import loader_settings
 
-    on_gpu = resolve_device(args.device) == "cuda"
     return make_data(args.dataset, data_dir=args.data_dir, download=args.download, seed=args.seed,
                      batch_size=args.batch_size, shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes),
-                     num_workers=4 if on_gpu else 0, pin_memory=on_gpu)
+                     **loader_settings(args.device))
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:

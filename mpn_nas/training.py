@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,14 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def loader_settings(device: str) -> dict:
+    """DataLoader workers and pinned memory for the device: on a GPU, loading must keep up with it;
+    on CPU, worker processes would compete with training for the same cores."""
+    if resolve_device(device) == "cuda":
+        return {"num_workers": min(8, os.cpu_count() or 1), "pin_memory": True}
+    return {"num_workers": 0, "pin_memory": False}
 
 
 class NonFiniteLossError(RuntimeError):

@@ -60,13 +60,13 @@ def train_arch_and_report(arch: Arch, dataset: str = "digits", epochs: int = 1, 
     import torch
 
     from mpn_nas.data import DataShape, make_data
-    from mpn_nas.training import TrainConfig, train
+    from mpn_nas.training import TrainConfig, loader_settings, train
 
     if threads:  # concurrent trials on one machine must not oversubscribe its cores
         torch.set_num_threads(threads)
     config = TrainConfig(epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, seed=seed, device=device)
     data = make_data(dataset, data_dir=data_dir, seed=seed, batch_size=batch_size,
-                     shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes))
+                     shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes), **loader_settings(device))
     # The network is built after seeding (same builder and structure as the one NNI froze), so that a
     # trial's result depends only on its architecture and seed, not on when NNI built the space.
     try:
