@@ -142,6 +142,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-params", type=int, default=8000, help="parameter budget")
     parser.add_argument("--space-config", default=None, help="JSON file of candidate lists to change")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--share-samples", type=int, default=200,
+                        help="random samples for estimating the share of the space within budget")
     parser.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.trials < 2 or args.epochs < 1:
@@ -151,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = load_config("resnet", args.space_config, in_channels=1, input_size=8, num_classes=10)
     budget = Budget(max_params=args.max_params)
     require_feasible(config, budget)
-    share = feasible_share(config, budget)
+    share = feasible_share(config, budget, samples=max(1, args.share_samples))
     seeds = list(range(args.seeds))
     started = time.time()
     runs: list[Run] = []

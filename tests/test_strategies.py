@@ -1,6 +1,7 @@
 """Complexity budgets around NNI's multi-trial strategies (Chain + BudgetFilter), and the evolution
 that only ever proposes feasible individuals."""
 import json
+import sys
 
 import pytest
 
@@ -147,20 +148,20 @@ def test_make_strategy_names_and_budget_paths():
 
 
 @pytest.mark.slow
-def test_strategy_comparison_benchmark_runs_end_to_end(tmp_path):
+def test_strategy_comparison_benchmark_runs_end_to_end(tmp_path, monkeypatch):
     """A tiny configuration (a smoke test of the code path, not of the figures)."""
     import importlib.util
-    import json
 
     from helpers import REPO, tiny_space_config
 
     spec = importlib.util.spec_from_file_location("strategy_comparison", REPO / "benchmarks" / "strategy_comparison.py")
     benchmark = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, benchmark)  # dataclasses look their module up there
     spec.loader.exec_module(benchmark)
     out = tmp_path / "comparison"
     assert benchmark.main(["--seeds", "1", "--trials", "2", "--epochs", "1", "--max-params", str(TIGHT_PARAMS),
                            "--space-config", str(tiny_space_config(tmp_path / "space.json")),
-                           "--strategies", "nni-random", "pareto", "--out", str(out)]) == 0
+                           "--strategies", "nni-random", "pareto", "--share-samples", "20", "--out", str(out)]) == 0
     runs = {run["strategy"]: run for run in json.loads(out.with_suffix(".json").read_text())}
     assert runs["nni-random"]["screened_out"] == 0 and runs["pareto"]["over_budget"] == 0
     assert runs["pareto"]["trials"] == 2 and runs["pareto"]["screened_out"] > 0
