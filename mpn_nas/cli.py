@@ -47,7 +47,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that trains."""
-    parser.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | imagefolder:PATH | fake")
+    parser.add_argument("--dataset", default="digits", help="digits | digits-contexts | cifar10 | cifar100 | imagefolder:PATH | fake")
     parser.add_argument("--data-dir", default=None, help="where cifar files are (default ./data)")
     parser.add_argument("--download", action="store_true", help="download cifar files when absent")
     parser.add_argument("--epochs", type=_positive_int, default=10)

@@ -57,7 +57,7 @@ def register(commands) -> None:
 
     search = commands.add_parser("search", help="search a multi-path space with an NNI strategy under a budget")
     add_space_options(search)
-    search.add_argument("--dataset", default="digits", help="digits | cifar10 | cifar100 | imagefolder:PATH | fake")
+    search.add_argument("--dataset", default="digits", help="digits | digits-contexts | cifar10 | cifar100 | imagefolder:PATH | fake")
     search.add_argument("--data-dir", default=None)
     search.add_argument("--strategy", default="random", help="random | grid | evolution | tpe | pareto")
     search.add_argument("--objective", default="flops", help="flops | params: the cost the pareto strategy "

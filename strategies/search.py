@@ -235,12 +235,12 @@ def space_config_of(settings: SearchSettings) -> SpaceConfig:
 def run_search(settings: SearchSettings) -> dict:
     """Run (or resume) the search; returns the summary written to ``OUT/summary.json``."""
     from nni.nas.experiment import NasExperiment
-    from nni.nas.strategy.middleware import Chain
 
     from search_spaces.evaluation import make_evaluator
     from search_spaces.spaces import make_space
 
-    from .middleware import BudgetFilter, TrialRecorder
+    from .budgeted import with_budget
+    from .middleware import TrialRecorder
     from .registry import make_strategy
 
     validate(settings)
@@ -256,9 +256,9 @@ def run_search(settings: SearchSettings) -> dict:
     space = make_space(settings.space, config=config.to_dict())
     recorder = TrialRecorder(on_end=log.trial_ended, replay=log.replay_table(),
                              first_index=max((r["trial"] for r in log.rows), default=0) + 1)
-    budget_filter = BudgetFilter(config, settings.budget)
-    strategy = Chain(make_strategy(settings.strategy, settings.trials, settings.seed, config=config,
-                                   budget=settings.budget, objective=settings.objective), recorder, budget_filter)
+    strategy = with_budget(make_strategy(settings.strategy, settings.trials, settings.seed, config=config,
+                                         budget=settings.budget, objective=settings.objective),
+                           config, settings.budget, recorder)
     trial_device = settings.device if settings.engine == "ts" or settings.device != "auto" else "cpu"
     evaluator = make_evaluator(dataset=settings.dataset, data_dir=settings.data_dir, epochs=settings.epochs,
                                batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, device=trial_device,
@@ -280,7 +280,7 @@ def run_search(settings: SearchSettings) -> dict:
             interrupted = True
         finally:
             _stop_quietly(experiment)
-    summary = write_summary(settings, config, log, budget_filter.screened_out, time.time() - started, interrupted)
+    summary = write_summary(settings, config, log, strategy.screened_out, time.time() - started, interrupted)
     if interrupted:
         raise KeyboardInterrupt
     return summary

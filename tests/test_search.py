@@ -18,7 +18,7 @@ def _check_artifacts(out, trials):
     summary = json.loads((out / "summary.json").read_text())
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == trials and summary["trials_succeeded"] == trials
-    config = load_config("resnet", summary["space_config"] | {}, in_channels=1, input_size=8, num_classes=10)
+    config = load_config("resnet", summary["settings"]["space_config"], in_channels=1, input_size=8, num_classes=10)
     for row in rows:
         assert row["status"] == "succeeded" and 0 <= float(row["val_accuracy"]) <= 1
         sample = {label: json.loads(row[label]) if row[label][0] in "0123456789" else row[label]
