@@ -104,11 +104,12 @@ def extreme_samples(config: SpaceConfig) -> tuple[list[dict], list[dict]]:
 def complexity_range(config: SpaceConfig, with_latency: bool = False, device: str = "cpu") -> dict[str, Complexity]:
     """``{"smallest": ..., "largest": ...}`` parameters and FLOPs of the space (and the latency of the
     smallest-parameter architecture when asked)."""
-    lows, highs = ([arch_cost(sample_to_arch(config, s)) for s in samples] for samples in extreme_samples(config))
+    low_archs, high_archs = ([sample_to_arch(config, s) for s in samples] for samples in extreme_samples(config))
+    lows, highs = [arch_cost(a) for a in low_archs], [arch_cost(a) for a in high_archs]
     low = Complexity(min(c.params for c in lows), min(c.flops for c in lows))
     if with_latency:
-        cheapest = min(extreme_samples(config)[0], key=lambda s: arch_cost(sample_to_arch(config, s)).params)
-        low = Complexity(low.params, low.flops, arch_cost(sample_to_arch(config, cheapest), True, device).latency_ms)
+        cheapest = min(low_archs, key=lambda arch: arch_cost(arch).params)
+        low = Complexity(low.params, low.flops, arch_cost(cheapest, True, device).latency_ms)
     return {"smallest": low, "largest": Complexity(max(c.params for c in highs), max(c.flops for c in highs))}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+from .config import DATASET_SHAPES as SHAPES
 
 
 def add_space_options(parser: argparse.ArgumentParser) -> None:

@@ -15,27 +15,14 @@ from nni.mutable import SampleValidationError
 from nni.nas.strategy import Strategy
 from nni.nas.strategy.middleware import Chain, StrategyMiddleware
 
-from search_spaces.budget import Budget, check_sample, require_feasible
+from search_spaces.budget import Budget, require_feasible
 from search_spaces.config import SpaceConfig
 
-from .middleware import BudgetFilter
+from .middleware import BudgetFilter, SampleFits
 
 
 class OverBudget(SampleValidationError):
     """A sample over the complexity budget (NNI's samplers retry on it)."""
-
-
-class SampleFits:
-    """``fits(sample)``: whether a sample of the space ``config`` describes is within ``budget``."""
-
-    def __init__(self, config: SpaceConfig, budget: Budget, device: str = "cpu") -> None:
-        self.config, self.budget, self.device = config, budget, device
-
-    def __call__(self, sample: Mapping[str, Any]) -> bool:
-        return check_sample(self.config, sample, self.budget, self.device)[0]
-
-    def __repr__(self) -> str:
-        return f"SampleFits({self.budget})"
 
 
 class FeasibleSampling:

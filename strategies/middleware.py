@@ -19,6 +19,19 @@ from search_spaces.budget import Budget, check_sample
 from search_spaces.config import SpaceConfig
 
 
+class SampleFits:
+    """``fits(sample)``: whether a sample of the space ``config`` describes is within ``budget``."""
+
+    def __init__(self, config: SpaceConfig, budget: Budget, device: str = "cpu") -> None:
+        self.config, self.budget, self.device = config, budget, device
+
+    def __call__(self, sample: Mapping[str, Any]) -> bool:
+        return check_sample(self.config, sample, self.budget, self.device)[0]
+
+    def __repr__(self) -> str:
+        return f"SampleFits({self.budget})"
+
+
 class BudgetFilter(Filter):
     """Never submits a sample over ``budget``; counts what it screened out.
 
@@ -27,11 +40,11 @@ class BudgetFilter(Filter):
 
     def __init__(self, config: SpaceConfig, budget: Budget, device: str = "cpu", patience: int = 2000) -> None:
         super().__init__(self.fits, patience=patience)
-        self.config, self.budget, self.device = config, budget, device
+        self.budget = budget
+        self.sample_fits = SampleFits(config, budget, device)
 
     def fits(self, model: ExecutableModelSpace) -> bool:
-        ok, _, _ = check_sample(self.config, model.sample, self.budget, self.device)
-        return ok
+        return self.sample_fits(model.sample)
 
     @property
     def screened_out(self) -> int:
@@ -168,8 +181,6 @@ class TrialRecorder(StrategyMiddleware):
                 self._on_final_metric(_Event(record.model, match.metric))
             self._on_training_end(_Event(record.model, status=match.status))
 
-    def finished(self) -> list[TrialRecord]:
-        return sorted((r for r in self.records.values() if r.status != "running"), key=lambda r: r.index)
 
     # The upper level hears events from the engine below and the replays dispatched here.
     def register_model_event_callback(self, event_type, callback) -> None:

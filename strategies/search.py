@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 from mpn_nas.errors import UserError
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
-from search_spaces.config import SpaceConfig, config_from_dict, load_config, sample_to_arch
+from search_spaces.config import DATASET_SHAPES, SpaceConfig, config_from_dict, load_config, sample_to_arch
 
 from .artifacts import plot_pareto, read_trials_csv, write_json, write_trials_csv
 from .middleware import TrialRecord, sample_key
@@ -76,8 +76,8 @@ def dataset_shape(dataset: str, data_dir: Optional[str]) -> tuple[int, int, int]
     from mpn_nas.data import DataShape, check_dataset_name, make_data
 
     check_dataset_name(dataset)
-    if dataset == "digits":
-        return 1, 8, 10
+    if dataset in ("digits", "digits-contexts"):  # bundled: nothing to check on disk
+        return DATASET_SHAPES[dataset]
     shape = make_data(dataset, data_dir=data_dir, shape=DataShape(3, 32, 10)).shape
     return shape.in_channels, shape.input_size, shape.num_classes
 

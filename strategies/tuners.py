@@ -22,7 +22,7 @@ from nni.tuner import Tuner
 from mpn_nas.errors import UserError
 
 from search_spaces.budget import Budget, check_arch, require_feasible
-from search_spaces.cli import SHAPES
+from search_spaces.config import DATASET_SHAPES as SHAPES
 from search_spaces.config import SpaceConfig, load_config, sample_to_arch
 
 _logger = logging.getLogger(__name__)
