@@ -54,6 +54,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=64)
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--router-lr-scale", type=float, default=10.0,
+                        help="routers' learning rate as a multiple of --lr (default 10; routers get no weight decay)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
@@ -61,8 +63,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
 def train_config(args: argparse.Namespace):
     from .training import TrainConfig
 
-    return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
-                       seed=args.seed, device=args.device)
+    return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+                       router_lr_scale=args.router_lr_scale, batch_size=args.batch_size, seed=args.seed,
+                       device=args.device)
 
 
 def make_data_for(arch, args: argparse.Namespace):

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from .arch import Arch
 from .data import ClassificationData
 from .errors import UserError
+from .layers.routers import Router
 from .models import build_model
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -28,6 +29,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.05
     weight_decay: float = 5e-4
+    router_lr_scale: float = 10.0  # routers' learning rate over ``lr``; routers get no weight decay
     label_smoothing: float = 0.1
     batch_size: int = 64
     seed: int = 0
@@ -36,6 +38,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if not self.router_lr_scale > 0:
+            raise UserError(f"--router-lr-scale must be > 0, got {self.router_lr_scale}")
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1, got {self.epochs}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -61,6 +65,20 @@ def loader_settings(device: str) -> dict:
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged: the loss became NaN or infinite."""
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Optimiser groups: the routers' parameters at ``lr * router_lr_scale`` without weight decay,
+    everything else at ``lr`` with it. Weight decay pulls router logits towards uniform routing and
+    their gradients are small next to the convolutions', so they get their own group."""
+    router_params = {id(param) for module in model.modules() if isinstance(module, Router)
+                     for param in module.parameters()}
+    others = [param for param in model.parameters() if id(param) not in router_params]
+    routers = [param for param in model.parameters() if id(param) in router_params]
+    groups = [{"params": others, "weight_decay": config.weight_decay}]
+    if routers:
+        groups.append({"params": routers, "weight_decay": 0.0, "lr": config.lr * config.router_lr_scale})
+    return groups
 
 
 class Classifier(pl.LightningModule):
@@ -102,11 +120,11 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.config
+        groups = parameter_groups(self.model, cfg)
         if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
-                                        weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
         else:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from mpn_nas.layers import ROUTING_TYPES, MultiPathBasicBlock, MultiPathConv2d, MultiPathLinear
+from mpn_nas.layers import ROUTING_TYPES, MultiPathBasicBlock, MultiPathConv2d, MultiPathLinear, mix_paths
 
 
 def test_one_path_conv_equals_plain_conv():
@@ -97,3 +97,32 @@ def test_basic_block_shapes_and_residual():
     assert block(torch.randn(3, 2, 8, 8, 8)).shape == (3, 4, 16, 4, 4)
     same = MultiPathBasicBlock(8, 8, path_count=2, in_paths=2, routing="none")
     assert isinstance(same.shortcut, nn.Identity)
+
+
+def test_mix_gradients_match_autograd_and_input_gradient_is_not_a_view():
+    x = torch.randn(3, 4, 2, 3, 3, dtype=torch.double, requires_grad=True)
+    routing = torch.softmax(torch.randn(3, 4, 2, dtype=torch.double), dim=1).requires_grad_()
+    assert torch.autograd.gradcheck(mix_paths, (x, routing))
+    grad = torch.randn(3, 2, 2, 3, 3, dtype=torch.double)
+    expected = torch.autograd.grad(torch.einsum("bij,bi...->bj...", routing, x), (x, routing), grad)
+    captured = {}
+    x.register_hook(lambda g: captured.setdefault("grad", g))
+    mix_paths(x, routing).backward(grad)
+    torch.testing.assert_close(x.grad, expected[0])
+    torch.testing.assert_close(routing.grad, expected[1])
+    # A view could not take the router's pooling gradient in place (the point of the custom backward).
+    assert captured["grad"]._base is None
+
+
+@pytest.mark.parametrize("family", ["resnet", "mlp"])
+def test_first_router_sees_distinct_paths_and_learns(family):
+    from mpn_nas import Arch, build_model
+    stages = [{"blocks": 1, "width": 4, "paths": 3, "routing": "feature_dependent"}]
+    arch = Arch.from_dict({"format": "mpn-nas/arch", "version": 1, "family": family, "in_channels": 1,
+                           "input_size": 8, "num_classes": 10, "stem_width": 8, "stages": stages})
+    model = build_model(arch)
+    stem_out = model.stem(torch.randn(5, 1, 8, 8)).unflatten(1, (3, -1))
+    assert not torch.allclose(stem_out[:, 0], stem_out[:, 1])
+    model(torch.randn(5, 1, 8, 8)).logsumexp(dim=1).sum().backward()
+    first_router = model.blocks[0].conv1.mix.router if family == "resnet" else model.blocks[0].mix.router
+    assert all(param.grad.abs().sum() > 0 for param in first_router.parameters())

@@ -81,3 +81,18 @@ def test_retrain_rejects_mismatched_data_and_unknown_dataset(tmp_path):
                        "unknown dataset")
     assert_clean_error(run_cli("retrain", cifar_arch, "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
                                "--out", str(tmp_path / "c")), 2, "--download")
+
+
+def test_routers_train_in_their_own_group_without_weight_decay():
+    from mpn_nas.training import TrainConfig, parameter_groups
+
+    model = build_model(Arch.from_dict(arch_doc()))
+    config = TrainConfig(lr=0.1, weight_decay=1e-3, router_lr_scale=5.0)
+    others, routers = parameter_groups(model, config)
+    router_params = {id(p) for name, p in model.named_parameters() if ".router." in name}
+    assert {id(p) for p in routers["params"]} == router_params and router_params
+    assert routers["weight_decay"] == 0.0 and routers["lr"] == pytest.approx(0.5)
+    assert others["weight_decay"] == 1e-3 and not router_params & {id(p) for p in others["params"]}
+    assert len(routers["params"]) + len(others["params"]) == len(list(model.parameters()))
+    with pytest.raises(UserError, match="router-lr-scale"):
+        TrainConfig(router_lr_scale=0)

@@ -12,14 +12,48 @@ from torch import nn
 from .routers import build_router
 
 
+class _MixPaths(torch.autograd.Function):
+    """``bmm`` mix whose input gradient is a fresh, non-view tensor.
+
+    Autograd's own ``bmm`` backward hands the input gradient back through a ``view``; the engine
+    cannot accumulate into a view in place, so adding the router's pooling gradient to it cost
+    one more full-size allocation and pass. Returned as a plain tensor, the add happens in place.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, routing)
+        batch, in_paths = x.shape[:2]
+        mixed = torch.bmm(routing.transpose(1, 2), x.reshape(batch, in_paths, -1))
+        return mixed.view(batch, routing.shape[2], *x.shape[2:])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        x, routing = ctx.saved_tensors
+        # Under autocast the forward ran in lower precision: compute the backward in the gradient's dtype.
+        x, routing = x.to(grad.dtype), routing.to(grad.dtype)
+        batch, in_paths = x.shape[:2]
+        flat_grad = grad.reshape(batch, routing.shape[2], -1)
+        grad_x = grad_routing = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty(x.shape, dtype=grad.dtype, device=grad.device)
+            torch.bmm(routing, flat_grad, out=grad_x.view(batch, in_paths, -1))
+        if ctx.needs_input_grad[1]:
+            grad_routing = torch.bmm(x.reshape(batch, in_paths, -1), flat_grad.transpose(1, 2))
+        return grad_x, grad_routing
+
+
 def mix_paths(x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
     """``Z_j = sum_i A[:, i, j] * X_i`` as one batched matmul.
 
     x: ``(B, p_in, ...)``; routing ``A``: ``(B, p_in, p_out)`` -> ``(B, p_out, ...)``.
     """
+    routing = routing.to(x.dtype)
+    if torch.is_grad_enabled() and (x.requires_grad or routing.requires_grad):
+        return _MixPaths.apply(x, routing)
+    # Tracers, exporters and the meta-device FLOP counter see the plain op.
     batch, in_paths = x.shape[:2]
-    flat = x.reshape(batch, in_paths, -1)
-    mixed = torch.bmm(routing.transpose(1, 2).to(flat.dtype), flat)
+    mixed = torch.bmm(routing.transpose(1, 2), x.reshape(batch, in_paths, -1))
     return mixed.view(batch, routing.shape[2], *x.shape[2:])
 
 

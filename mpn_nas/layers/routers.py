@@ -13,9 +13,10 @@ from torch import nn
 
 ROUTING_TYPES = ("none", "static", "cross_prediction", "feature_dependent")
 
-# Softmax weight the aligned connection gets at initialisation: close to identity, so an untrained
-# routed network starts as the plain multi-path one, yet every connection still gets gradient.
-_IDENTITY_INIT_WEIGHT = 0.9
+# Softmax weight the aligned connection gets at initialisation: an untrained routed network leans
+# towards the plain multi-path one. 0.9 was tried first: the softmax then sat in its flat region, and
+# after training the routing barely depended on the input (benchmarks/results/router_learning.md).
+_IDENTITY_INIT_WEIGHT = 0.5
 
 
 def kept_connections(density: float, candidates: int) -> int:
@@ -182,12 +183,14 @@ class FeatureDependentRouter(Router):
             nn.Linear(in_paths * channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, in_paths * out_paths)
         )
         with torch.no_grad():
-            self.gate[2].weight.mul_(0.1)  # start near the initial allocation, still input-dependent
             self.gate[2].bias.copy_(initial_logits(in_paths, out_paths, self.kept).flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, in_paths, C[, H, W])`` -> ``A``: ``(B, in_paths, out_paths)``."""
         pooled = pool_paths(x).flatten(1)  # (B, p_in * C)
+        # Pooled post-ReLU features are all positive and alike in size, so each hidden unit saw one
+        # large input-independent offset and was either dead for every input or live for every input.
+        pooled = pooled - pooled.mean(dim=1, keepdim=True)
         logits = self.gate(pooled).view(-1, self.in_paths, self.out_paths)
         return self.normalise(logits)
 

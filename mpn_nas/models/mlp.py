@@ -1,4 +1,4 @@
-"""Multi-path MLP: a single-path dense stem copied to every path, stages of routed multi-path
+"""Multi-path MLP: a stem of ``p`` parallel dense layers on the flattened input, stages of routed multi-path
 dense layers, per-path features concatenated before the classifier."""
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ class MultiPathMLP(nn.Module):
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         in_features = arch.in_channels * arch.input_size ** 2
-        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, arch.stem_width),
-                                  nn.BatchNorm1d(arch.stem_width), nn.ReLU(inplace=True))
+        # Per-path stem, as in the ResNet: a shared stem would give the first router identical inputs.
         self.stem_paths = arch.stages[0].paths
+        stem_features = self.stem_paths * arch.stem_width
+        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, stem_features),
+                                  nn.BatchNorm1d(stem_features), nn.ReLU(inplace=True))
         layers, features, paths = [], arch.stem_width, self.stem_paths
         for stage in arch.stages:
             for _ in range(stage.blocks):
@@ -28,5 +30,5 @@ class MultiPathMLP(nn.Module):
         self.head = nn.Linear(paths * features, arch.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x).unsqueeze(1).expand(-1, self.stem_paths, -1)  # (B, p, C)
+        x = self.stem(x).unflatten(1, (self.stem_paths, -1))  # (B, p, C)
         return self.head(self.blocks(x).flatten(1))

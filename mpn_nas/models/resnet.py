@@ -1,5 +1,5 @@
-"""Multi-path ResNet: a single-path stem copied to every path, stages of routed basic blocks,
-per-path pooled features concatenated before the classifier."""
+"""Multi-path ResNet: a stem of ``p`` parallel convolutions on the image, stages of routed basic
+blocks, per-path pooled features concatenated before the classifier."""
 from __future__ import annotations
 
 import torch
@@ -14,9 +14,12 @@ class MultiPathResNet(nn.Module):
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(arch.in_channels, arch.stem_width, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(arch.stem_width), nn.ReLU(inplace=True))
+        # One stem convolution per path (a single conv with p * stem_width outputs): were the stem
+        # shared and copied to every path, the first router would mix identical tensors and learn nothing.
         self.stem_paths = arch.stages[0].paths
+        stem_channels = self.stem_paths * arch.stem_width
+        self.stem = nn.Sequential(nn.Conv2d(arch.in_channels, stem_channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(stem_channels), nn.ReLU(inplace=True))
         blocks, channels, paths = [], arch.stem_width, self.stem_paths
         for stage in arch.stages:
             for index in range(stage.blocks):
@@ -27,7 +30,6 @@ class MultiPathResNet(nn.Module):
         self.head = nn.Linear(paths * channels, arch.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = x.unsqueeze(1).expand(-1, self.stem_paths, -1, -1, -1)  # (B, p, C, H, W)
+        x = self.stem(x).unflatten(1, (self.stem_paths, -1))  # (B, p, C, H, W)
         x = self.blocks(x)
         return self.head(x.mean(dim=(3, 4)).flatten(1))
