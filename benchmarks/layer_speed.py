@@ -44,7 +44,8 @@ def naive_routing(router: Router, x: torch.Tensor) -> torch.Tensor:
     """The router's ``(B, p_in, p_out)`` matrix, pooling and predicting one source path at a time."""
     pooled = [x[:, i].mean(dim=(2, 3)) if x.dim() == 5 else x[:, i] for i in range(x.shape[1])]
     if isinstance(router, FeatureDependentRouter):
-        logits = router.gate(torch.cat(pooled, dim=1)).view(-1, router.in_paths, router.out_paths)
+        features = torch.cat(pooled, dim=1)
+        logits = router.gate(features - features.mean(dim=1, keepdim=True)).view(-1, router.in_paths, router.out_paths)
     elif isinstance(router, CrossPredictionRouter):
         logits = torch.stack([pooled[i] @ router.weight[i] + router.bias[i] for i in range(len(pooled))], dim=1)
     else:

@@ -7,7 +7,8 @@
              "density": 1.0, "stride": 1, "se": false}]}
 ```
 ``family`` is ``resnet``, ``mlp`` or ``ensemble`` (``ensemble_size`` copies of ``member_family``
-networks averaging their logits).
+networks averaging their logits). Widths are per path: ``stem_width`` is the width of each of the
+first stage's ``paths`` parallel stem operations, ``width`` that of each path of a stage.
 """
 from __future__ import annotations
 

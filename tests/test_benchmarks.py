@@ -104,3 +104,18 @@ def test_every_variant_is_matched_within_tolerance():
     assert table.matched_arch("ensemble", base, reference, 0.05).ensemble_size == base.paths
     with pytest.raises(table.UserError):
         table.matched_arch("widened", base, reference, 0.0001)
+
+
+def test_router_learning_reports_trained_and_initial_routing(tmp_path):
+    out = tmp_path / "routers"
+    result = _run("router_learning.py", "--routings", "feature_dependent", "--scales", "1", "10", "--seeds", "1",
+                  "--epochs", "1", "--threads", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert [(r["routing"], r["router_lr_scale"]) for r in runs] == [("feature_dependent", 1.0), ("feature_dependent", 10.0)]
+    for run in runs:
+        assert [layer["layer"] for layer in run["layers"]] == ["blocks.0.conv1.mix", "blocks.1.conv1.mix"]
+        # A feature-dependent router's routing varies with its input, from initialisation on.
+        assert all(layer["initial_spread"] > 0 and layer["spread"] > 0 for layer in run["layers"])
+    table = out.with_suffix(".md").read_text()
+    assert table in result.stdout and table.count("`feature_dependent`") == 2
