@@ -16,6 +16,9 @@ per-round ratio, so that load from other processes, which hits one round's calls
 
     python benchmarks/layer_speed.py                       # CIFAR-like shapes, p = 1, 2, 4, 8, 16
     python benchmarks/layer_speed.py --out benchmarks/results/layer_speed.md
+
+On CPU the benchmark first keeps freed memory in the process, as training does
+(``mpn_nas.cpu_allocator``); ``--default-malloc`` measures with glibc's defaults instead.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mpn_nas.cpu_allocator import keep_freed_memory
 from mpn_nas.layers import ROUTING_TYPES, MultiPathConv2d, MultiPathLinear
 from mpn_nas.layers.routers import CrossPredictionRouter, FeatureDependentRouter, Router
 
@@ -224,6 +228,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (default: keep freed memory, as training does on CPU)")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables (.md) and medians (.json)")
     return parser.parse_args(argv)
 
@@ -233,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    malloc = "glibc defaults" if args.default_malloc or not keep_freed_memory() else "freed memory kept"
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     builders = {"conv": conv_steps, "linear": linear_steps}
@@ -241,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "linear": f"MultiPathLinear, input (B={args.linear_batch}, p, F={args.features}), F -> F per path"}
     times: dict[str, dict[int, dict[str, list[float]]]] = {}
     sections = [f"Forward+backward, {device}, {torch.get_num_threads()} thread(s), {args.repeats} rounds of "
-                f"interleaved calls; ratios are medians of per-round ratios; torch {torch.__version__}.", ""]
+                f"interleaved calls; ratios are medians of per-round ratios; malloc: {malloc}; torch {torch.__version__}.",
+                ""]
     for kind in args.layers:
         times[kind] = {}
         for paths in args.paths:

@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .arch import Arch
+from .cpu_allocator import keep_freed_memory
 from .data import ClassificationData
 from .errors import UserError
 from .layers.routers import Router
@@ -219,11 +220,14 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
           callbacks: Sequence[pl.Callback] = (), progress: bool = True, test: bool = True,
           resume_from: Optional[Path] = None, model: Optional[nn.Module] = None) -> tuple[nn.Module, dict]:
     """Train the network ``arch`` describes (``model`` if given, else a new one) on ``data``;
-    returns the model and its metrics."""
+    returns the model and its metrics. On CPU it also keeps freed memory in the process
+    (:func:`mpn_nas.cpu_allocator.keep_freed_memory`)."""
     check_data_matches(arch, data)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(arch) if model is None else model
     on_gpu = resolve_device(config.device) == "cuda"
+    if not on_gpu:
+        keep_freed_memory()
     if on_gpu and arch.member.family == "resnet":
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")

@@ -108,7 +108,8 @@ def test_every_variant_is_matched_within_tolerance():
 
 def test_router_learning_reports_trained_and_initial_routing(tmp_path):
     out = tmp_path / "routers"
-    result = _run("router_learning.py", "--routings", "feature_dependent", "--scales", "1", "10", "--seeds", "1",
+    result = _run("router_learning.py", "--routings", "feature_dependent", "--scales", "1", "10", "--aligned-weights",
+                  "0.5", "--seeds", "1",
                   "--epochs", "1", "--threads", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(out.with_suffix(".json").read_text())["runs"]

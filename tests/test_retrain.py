@@ -96,3 +96,14 @@ def test_routers_train_in_their_own_group_without_weight_decay():
     assert len(routers["params"]) + len(others["params"]) == len(list(model.parameters()))
     with pytest.raises(UserError, match="router-lr-scale"):
         TrainConfig(router_lr_scale=0)
+
+
+def test_glibc_accepts_the_cpu_allocator_settings():
+    import platform
+
+    from mpn_nas import cpu_allocator
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    # mallopt rejects (returns 0 for) a threshold above glibc's maximum: the settings must be accepted.
+    assert cpu_allocator.keep_freed_memory() is expected
+    assert cpu_allocator.keep_freed_memory() is expected  # idempotent

@@ -14,9 +14,9 @@ from torch import nn
 ROUTING_TYPES = ("none", "static", "cross_prediction", "feature_dependent")
 
 # Softmax weight the aligned connection gets at initialisation: an untrained routed network leans
-# towards the plain multi-path one. 0.9 was tried first: the softmax then sat in its flat region, and
-# after training the routing barely depended on the input (benchmarks/results/router_learning.md).
-_IDENTITY_INIT_WEIGHT = 0.5
+# towards the plain multi-path one. With 0.9 the softmax sat in its flat region and, after training,
+# the routing barely depended on the input (benchmarks/router_learning.py --aligned-weights 0.9 0.5).
+ALIGNED_INIT_WEIGHT = 0.5
 
 
 def kept_connections(density: float, candidates: int) -> int:
@@ -50,11 +50,11 @@ def density_mask(in_paths: int, out_paths: int, density: float, per: str) -> tor
 
 
 def initial_logits(in_paths: int, out_paths: int, kept: int) -> torch.Tensor:
-    """Logits giving near-identity allocation (square) or uniform allocation (rectangular), for a
+    """Logits giving ``ALIGNED_INIT_WEIGHT`` to the aligned path (square) or uniform allocation (rectangular), for a
     softmax over ``kept`` unmasked candidates."""
     logits = torch.zeros(in_paths, out_paths)
     if in_paths == out_paths and kept > 1:
-        gain = math.log(_IDENTITY_INIT_WEIGHT * (kept - 1) / (1 - _IDENTITY_INIT_WEIGHT))
+        gain = math.log(ALIGNED_INIT_WEIGHT * (kept - 1) / (1 - ALIGNED_INIT_WEIGHT))
         logits = logits + torch.eye(in_paths) * gain
     return logits
 
