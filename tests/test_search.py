@@ -58,12 +58,13 @@ def test_ts_engine_search_runs_trials_in_processes_and_stops_the_manager(tmp_pat
     assert not port_in_use(port)  # the NNI manager was stopped
 
 
-def test_export_round_trip_gives_the_same_outputs(tmp_path):
-    arch = Arch.from_json(EXAMPLE_ARCHS / "digits_routed.json")
+@pytest.mark.parametrize("example", ["digits_routed.json", "digits_mlp_routed.json"])
+def test_export_round_trip_gives_the_same_outputs(tmp_path, example):
+    arch = Arch.from_json(EXAMPLE_ARCHS / example)
     model = build_model(arch).eval()
     with torch.no_grad():  # make batch norm statistics non-trivial
         for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.normal_()
                 module.running_var.uniform_(0.5, 2.0)
     images = torch.randn(5, 1, 8, 8)

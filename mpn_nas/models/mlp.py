@@ -30,5 +30,6 @@ class MultiPathMLP(nn.Module):
         self.head = nn.Linear(paths * features, arch.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x).unflatten(1, (self.stem_paths, -1))  # (B, p, C)
+        x = self.stem(x)
+        x = x.view(x.shape[0], self.stem_paths, -1)  # (B, p, C); not unflatten, for ONNX's tracer
         return self.head(self.blocks(x).flatten(1))

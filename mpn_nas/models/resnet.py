@@ -30,6 +30,8 @@ class MultiPathResNet(nn.Module):
         self.head = nn.Linear(paths * channels, arch.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x).unflatten(1, (self.stem_paths, -1))  # (B, p, C, H, W)
+        x = self.stem(x)
+        # view with the traced batch size, not unflatten: ONNX's tracer would freeze unflatten's sizes.
+        x = x.view(x.shape[0], self.stem_paths, -1, *x.shape[2:])  # (B, p, C, H, W)
         x = self.blocks(x)
         return self.head(x.mean(dim=(3, 4)).flatten(1))
