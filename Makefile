@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mpn-nas search --space resnet --dataset digits --strategy evolution --trials 8 --epochs 4 \
 		--max-params 30000 --seed 0 --out $(DEMO_OUT)/search --force
 	$(VENV)/bin/mpn-nas retrain $(DEMO_OUT)/search/best_arch.json --dataset digits --epochs 30 --seed 0 \
-		--out $(DEMO_OUT)/retrain --export onnx --quiet
+		--out $(DEMO_OUT)/retrain --export onnx --quiet --force
 	@echo "search artifacts: $(DEMO_OUT)/search (best_arch.json, trials.csv, summary.json, pareto.png)"
 	@echo "retrained model:  $(DEMO_OUT)/retrain (model.pt, model.onnx, metrics.json)"
 
