@@ -126,3 +126,14 @@ def test_first_router_sees_distinct_paths_and_learns(family):
     model(torch.randn(5, 1, 8, 8)).logsumexp(dim=1).sum().backward()
     first_router = model.blocks[0].conv1.mix.router if family == "resnet" else model.blocks[0].mix.router
     assert all(param.grad.abs().sum() > 0 for param in first_router.parameters())
+
+
+def test_mix_backward_under_autocast_returns_full_precision_gradients():
+    x = torch.randn(3, 4, 2, 3, 3, requires_grad=True)
+    routing = torch.softmax(torch.randn(3, 4, 4), dim=1).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = mix_paths(x, routing)
+    assert mixed.dtype == torch.bfloat16
+    mixed.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and routing.grad.dtype == torch.float32
+    torch.testing.assert_close(x.grad, routing.sum(dim=2)[..., None, None, None].expand_as(x), rtol=2e-2, atol=2e-2)
