@@ -54,6 +54,10 @@ class BudgetFilter(Filter):
         return f"budget={self.budget}"
 
 
+# A trial whose end arrived before its final metric: completed when the metric arrives, or by ``reconcile``.
+AWAITING_METRIC = "awaiting metric"
+
+
 @dataclass
 class TrialRecord:
     """What happened to one submitted sample."""
@@ -128,9 +132,16 @@ class TrialRecorder(StrategyMiddleware):
 
     def _on_final_metric(self, event) -> None:
         record = self._record(event.model)
-        if record is not None:
-            record.metrics = dict(event.metric) if isinstance(event.metric, dict) else {"default": event.metric}
-            record.val_accuracy = _as_float(event.metric)
+        if record is None:
+            return
+        record.metrics = dict(event.metric) if isinstance(event.metric, dict) else {"default": event.metric}
+        record.val_accuracy = _as_float(event.metric)
+        with self._lock:
+            late = record.status == AWAITING_METRIC
+            if late:
+                record.status = "succeeded"
+        if late:
+            self._finish(record)
 
     def _on_training_end(self, event) -> None:
         with self._lock:
@@ -140,12 +151,18 @@ class TrialRecorder(StrategyMiddleware):
                 self.records.pop(id(event.model), None)
                 return
             record.index, self._next_index = self._next_index, self._next_index + 1
-        record.seconds = round(time.time() - record.started, 2)
-        record.model = None
-        record.status = "succeeded" if event.status == ModelStatus.Trained and record.val_accuracy is not None \
-            else "failed"
+            record.seconds = round(time.time() - record.started, 2)
+            if event.status == ModelStatus.Trained and record.val_accuracy is None:
+                # The training service's manager can deliver a trial's end before its final metric.
+                record.status = AWAITING_METRIC
+                return
+            record.status = "succeeded" if event.status == ModelStatus.Trained else "failed"
         if record.status == "failed":
             record.reason = f"training ended with status {event.status.value}"
+        self._finish(record)
+
+    def _finish(self, record: TrialRecord) -> None:
+        record.model = None
         self.on_end(record)
 
     def state_dict(self) -> dict:
@@ -158,7 +175,7 @@ class TrialRecorder(StrategyMiddleware):
         """Wait for the end events of submitted trials: NNI's manager reports "done" slightly before
         the last trial's metric and end reach this process."""
         deadline = time.time() + timeout
-        while any(r.status == "running" for r in list(self.records.values())):
+        while any(r.status in ("running", AWAITING_METRIC) for r in list(self.records.values())):
             if time.time() > deadline:
                 return False
             time.sleep(0.2)
@@ -169,6 +186,16 @@ class TrialRecorder(StrategyMiddleware):
         (NNI 3.0's training-service engine can drop the last trial's events at shutdown); records of
         models that never started are dropped."""
         completed = [m for m in engine_models if m.status.completed()]
+        for record in list(self.records.values()):
+            if record.status != AWAITING_METRIC:
+                continue
+            match = next((m for m in completed if m.sample == record.sample and m.metric is not None), None)
+            if match is not None:
+                completed.remove(match)
+                self._on_final_metric(_Event(record.model, match.metric))
+            else:
+                record.status, record.reason = "failed", "training ended without reporting a metric"
+                self._finish(record)
         for key, record in list(self.records.items()):
             if record.status != "running":
                 continue

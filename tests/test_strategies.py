@@ -168,3 +168,32 @@ def test_strategy_comparison_benchmark_runs_end_to_end(tmp_path, monkeypatch):
     assert runs["pareto"]["best_within_budget"] is not None
     table = out.with_suffix(".md").read_text()
     assert "| Pareto NSGA-II" in table and "median" in table
+
+
+class _FakeModel:
+    """What the recorder reads of an engine's model: a sample, a status and a metric."""
+
+    def __init__(self, sample: dict, status=None, metric=None) -> None:
+        self.sample, self.status, self.metric = sample, status, metric
+
+
+def test_recorder_waits_for_a_final_metric_that_arrives_after_the_trial_end():
+    from nni.nas.space import ModelStatus
+
+    from strategies.middleware import AWAITING_METRIC, TrialRecord, TrialRecorder, _Event
+
+    ended = []
+    recorder = TrialRecorder(on_end=ended.append)
+    late, lost, never = _FakeModel({"a": 1}), _FakeModel({"a": 2}), _FakeModel({"a": 3})
+    for model in (late, lost, never):
+        recorder.records[id(model)] = TrialRecord(0, dict(model.sample), model=model)
+        recorder._on_training_end(_Event(model, status=ModelStatus.Trained))  # the end comes first
+    assert not ended and all(r.status == AWAITING_METRIC for r in recorder.records.values())
+    recorder._on_final_metric(_Event(late, metric=0.75))
+    assert [(r.sample, r.status, r.val_accuracy) for r in ended] == [({"a": 1}, "succeeded", 0.75)]
+    # At the end of the search, the engine's database completes or fails what is still waiting.
+    recorder.reconcile([_FakeModel({"a": 2}, ModelStatus.Trained, 0.5), _FakeModel({"a": 3}, ModelStatus.Trained)])
+    assert [(r.sample, r.status, r.val_accuracy) for r in ended[1:]] == [
+        ({"a": 2}, "succeeded", 0.5), ({"a": 3}, "failed", None)]
+    assert "without reporting a metric" in ended[2].reason
+    assert sorted(r.index for r in ended) == [1, 2, 3]
