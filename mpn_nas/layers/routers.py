@@ -50,8 +50,8 @@ def density_mask(in_paths: int, out_paths: int, density: float, per: str) -> tor
 
 
 def initial_logits(in_paths: int, out_paths: int, kept: int) -> torch.Tensor:
-    """Logits giving ``ALIGNED_INIT_WEIGHT`` to the aligned path (square) or uniform allocation (rectangular), for a
-    softmax over ``kept`` unmasked candidates."""
+    """Logits giving ``ALIGNED_INIT_WEIGHT`` to the aligned path (square) or uniform allocation
+    (rectangular), for a softmax over ``kept`` unmasked candidates."""
     logits = torch.zeros(in_paths, out_paths)
     if in_paths == out_paths and kept > 1:
         gain = math.log(ALIGNED_INIT_WEIGHT * (kept - 1) / (1 - ALIGNED_INIT_WEIGHT))

@@ -1,5 +1,5 @@
-"""Multi-path MLP: a stem of ``p`` parallel dense layers on the flattened input, stages of routed multi-path
-dense layers, per-path features concatenated before the classifier."""
+"""Multi-path MLP: a stem of ``p`` parallel dense layers on the flattened input, stages of routed
+multi-path dense layers, per-path features concatenated before the classifier."""
 from __future__ import annotations
 
 import torch
