@@ -33,7 +33,7 @@ import torch
 
 from mpn_nas import Arch, build_model
 from mpn_nas.complexity import count_params_and_flops, measure_latency_ms
-from mpn_nas.errors import UserError
+from mpn_nas.errors import UserError, run_script
 
 VARIANTS = ("single", "widened", "deeper", "multipath", "static", "se", "ensemble", "cross_prediction",
             "feature_dependent")
@@ -377,8 +377,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"paper_table: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "paper_table")

@@ -27,9 +27,9 @@ import torch
 import paper_table
 from mpn_nas import build_model
 from mpn_nas.data import make_data, sample_contexts
-from mpn_nas.errors import UserError
+from mpn_nas.errors import UserError, run_script
 from mpn_nas.layers import routers
-from mpn_nas.routing_analysis import analyse_routing, collect_routing
+from mpn_nas.routing_analysis import collect_routing, specialisation_score
 from mpn_nas.training import TrainConfig, train
 
 ROUTED = ("cross_prediction", "feature_dependent")
@@ -37,10 +37,11 @@ ROUTED = ("cross_prediction", "feature_dependent")
 
 def layer_measures(model: torch.nn.Module, dataset) -> list[dict]:
     """Per routed layer: spread of the routing over samples and the specialisation scores."""
-    matrices, _ = collect_routing(model, dataset)
-    report = analyse_routing(model, dataset, 10, contexts=sample_contexts(dataset))
-    return [{"layer": layer.name, "spread": matrices[layer.name].std(dim=0).mean().item(),
-             "context_bits": layer.context_score, "class_bits": layer.class_score} for layer in report.layers]
+    matrices, labels = collect_routing(model, dataset)
+    contexts, _ = sample_contexts(dataset)
+    return [{"layer": name, "spread": routing.std(dim=0).mean().item(),
+             "context_bits": specialisation_score(routing, contexts),
+             "class_bits": specialisation_score(routing, labels)} for name, routing in matrices.items()]
 
 
 def run(routing: str, scale: float, aligned_weight: float, seed: int, epochs: int) -> dict:
@@ -125,8 +126,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"router_learning: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "router_learning")

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from mpn_nas.errors import UserError
+from mpn_nas.errors import UserError, run_script
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
 from search_spaces.config import SpaceConfig, load_config, sample_to_arch
@@ -179,8 +179,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "strategy_comparison")

@@ -15,9 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .errors import UserError
+from .errors import EXIT_BAD_INPUT, UserError
 
-EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 
 

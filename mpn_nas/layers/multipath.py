@@ -12,6 +12,12 @@ from torch import nn
 from .routers import build_router
 
 
+def _bmm_mix(x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+    batch, in_paths = x.shape[:2]
+    mixed = torch.bmm(routing.transpose(1, 2), x.reshape(batch, in_paths, -1))
+    return mixed.view(batch, routing.shape[2], *x.shape[2:])
+
+
 class _MixPaths(torch.autograd.Function):
     """``bmm`` mix whose input gradient is a fresh, non-view tensor.
 
@@ -23,9 +29,7 @@ class _MixPaths(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, routing)
-        batch, in_paths = x.shape[:2]
-        mixed = torch.bmm(routing.transpose(1, 2), x.reshape(batch, in_paths, -1))
-        return mixed.view(batch, routing.shape[2], *x.shape[2:])
+        return _bmm_mix(x, routing)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -51,10 +55,7 @@ def mix_paths(x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
     routing = routing.to(x.dtype)
     if torch.is_grad_enabled() and (x.requires_grad or routing.requires_grad):
         return _MixPaths.apply(x, routing)
-    # Tracers, exporters and the meta-device FLOP counter see the plain op.
-    batch, in_paths = x.shape[:2]
-    mixed = torch.bmm(routing.transpose(1, 2), x.reshape(batch, in_paths, -1))
-    return mixed.view(batch, routing.shape[2], *x.shape[2:])
+    return _bmm_mix(x, routing)  # tracers, exporters and the meta-device FLOP counter see the plain op
 
 
 class RoutedMix(nn.Module):
