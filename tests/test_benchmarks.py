@@ -60,6 +60,7 @@ def test_layer_speed_runs_and_reports_every_implementation(tmp_path):
     assert table in result.stdout
     assert "**MultiPathConv2d" in table and "**MultiPathLinear" in table
     assert table.count("\n| 1 |") == 2 and table.count("\n| 2 |") == 2
+    assert "malloc: freed memory kept" in table  # the CPU default, as in training
     medians = json.loads(out.with_suffix(".json").read_text())["median_ms"]
     expected = {*ROUTING_TYPES, "naive", "dense"}
     assert expected | {"op:grouped", "op:channels_last", "op:loop"} == set(medians["conv"]["2"])
@@ -104,6 +105,13 @@ def test_every_variant_is_matched_within_tolerance():
     assert table.matched_arch("ensemble", base, reference, 0.05).ensemble_size == base.paths
     with pytest.raises(table.UserError):
         table.matched_arch("widened", base, reference, 0.0001)
+
+
+def test_layer_speed_can_measure_with_glibc_malloc_defaults(tmp_path):
+    result = _run("layer_speed.py", "--paths", "1", "--layers", "linear", "--linear-batch", "4", "--features", "3",
+                  "--repeats", "1", "--warmup", "0", "--threads", "1", "--default-malloc")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "malloc: glibc defaults" in result.stdout
 
 
 def test_router_learning_reports_trained_and_initial_routing(tmp_path):
