@@ -1,5 +1,6 @@
 """Building blocks: routers, multi-path layers and blocks (pure PyTorch)."""
 from .blocks import MultiPathBasicBlock
+from .ends import MultiPathDenseStem, MultiPathStem, PathConcatClassifier
 from .multipath import MultiPathConv2d, MultiPathLinear, MultiPathSqueezeExcitation, RoutedMix, mix_paths
 from .routers import (
     ROUTING_TYPES,
@@ -16,5 +17,6 @@ from .routers import (
 __all__ = [
     "ROUTING_TYPES", "Router", "IdentityRouter", "StaticRouter", "CrossPredictionRouter", "FeatureDependentRouter",
     "build_router", "density_mask", "kept_connections", "RoutedMix", "mix_paths", "MultiPathConv2d",
-    "MultiPathLinear", "MultiPathSqueezeExcitation", "MultiPathBasicBlock",
+    "MultiPathLinear", "MultiPathSqueezeExcitation", "MultiPathBasicBlock", "MultiPathStem", "MultiPathDenseStem",
+    "PathConcatClassifier",
 ]

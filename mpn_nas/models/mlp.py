@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..arch import Arch
-from ..layers import MultiPathLinear
+from ..layers import MultiPathDenseStem, MultiPathLinear, PathConcatClassifier
 
 
 class MultiPathMLP(nn.Module):
@@ -15,21 +15,15 @@ class MultiPathMLP(nn.Module):
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         in_features = arch.in_channels * arch.input_size ** 2
-        # Per-path stem, as in the ResNet: a shared stem would give the first router identical inputs.
-        self.stem_paths = arch.stages[0].paths
-        stem_features = self.stem_paths * arch.stem_width
-        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, stem_features),
-                                  nn.BatchNorm1d(stem_features), nn.ReLU(inplace=True))
-        layers, features, paths = [], arch.stem_width, self.stem_paths
+        self.stem = MultiPathDenseStem(in_features, arch.stem_width, arch.stages[0].paths)
+        layers, features, paths = [], arch.stem_width, arch.stages[0].paths
         for stage in arch.stages:
             for _ in range(stage.blocks):
                 layers.append(MultiPathLinear(features, stage.width, stage.paths, stage.routing, stage.density,
                                               in_paths=paths))
                 features, paths = stage.width, stage.paths
         self.blocks = nn.Sequential(*layers)
-        self.head = nn.Linear(paths * features, arch.num_classes)
+        self.head = PathConcatClassifier(features, paths, arch.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = x.view(x.shape[0], self.stem_paths, -1)  # (B, p, C); not unflatten, for ONNX's tracer
-        return self.head(self.blocks(x).flatten(1))
+        return self.head(self.blocks(self.stem(x)))  # (B, p, C) between stem and head
