@@ -192,27 +192,39 @@ def sample_to_arch(cfg: SpaceConfig, sample: Mapping[str, Any]) -> Arch:
         paths, routing, density = (_choice(sample, cfg, i, kind) for kind in SHAREABLE)
         in_paths = paths if previous_paths is None else previous_paths
         routing = repaired_routing(routing, in_paths, paths)
-        if routing == "none" or _candidates(routing, in_paths, paths) == 1:
-            density = 1.0
         stages.append(Stage(blocks=_choice(sample, cfg, i, "blocks"), width=_choice(sample, cfg, i, "width"),
-                            paths=paths, routing=routing, density=float(density), stride=cfg.strides[i]))
+                            paths=paths, routing=routing, density=float(repaired_density(density, routing, in_paths,
+                                                                                         paths)),
+                            stride=cfg.strides[i]))
         previous_paths = paths
     return Arch(cfg.family, cfg.in_channels, cfg.input_size, cfg.num_classes, cfg.stem_width, tuple(stages))
 
 
-def repaired_routing(routing: str, in_paths: int, paths: int) -> str:
+# The repair rules are written once, with operators that work on plain values (``sample_to_arch``)
+# and on NNI choices alike: the model spaces pass choices and get the expressions their layers take.
+
+def _when(condition: Any, then: Any, otherwise: Any) -> Any:
+    """``then if condition else otherwise``, symbolic when ``condition`` is an expression of choices."""
+    if hasattr(condition, "freeze"):  # an nni MutableExpression (no nni import here)
+        return type(condition).condition(condition, then, otherwise)
+    return then if condition else otherwise
+
+
+def repaired_routing(routing: Any, in_paths: Any, paths: Any) -> Any:
     """Rules 1 and 2 of the module docstring."""
-    if in_paths == paths == 1:
-        return "none"
-    if routing == "none" and in_paths != paths:
-        return "static"
-    return routing
+    return _when((in_paths == 1) & (paths == 1), "none",
+                 _when((routing == "none") & (in_paths != paths), "static", routing))
 
 
-def _candidates(routing: str, in_paths: int, paths: int) -> int:
+def repaired_density(density: Any, routing: Any, in_paths: Any, paths: Any) -> Any:
+    """Rule 3 of the module docstring, for the already repaired ``routing``."""
+    return _when((routing == "none") | (_candidates(routing, in_paths, paths) == 1), 1.0, density)
+
+
+def _candidates(routing: Any, in_paths: Any, paths: Any) -> Any:
     """How many connections the density chooses among: sources per destination, or destinations
     per source for cross-prediction."""
-    return paths if routing == "cross_prediction" else in_paths
+    return _when(routing == "cross_prediction", paths, in_paths)
 
 
 def config_from_dict(doc: Mapping[str, Any]) -> SpaceConfig:

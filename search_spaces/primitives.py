@@ -1,11 +1,21 @@
 """Mutable multi-path layers: NNI's own pattern, ``class MutableX(ParametrizedModule, X, wraps=X)``.
 
-Any argument (``path_count``, ``routing``, ``density``, widths, ...) may be an ``nni.choice``;
-freezing yields the plain :mod:`mpn_nas.layers` class.
+Any searchable argument (``path_count``, ``in_paths``, widths, ``routing``, ``density``) may be an
+``nni.choice`` or an expression of choices; freezing yields the plain :mod:`mpn_nas.layers` class.
+Pass arguments by keyword (NNI's one-shot strategies rebuild the layer from them). Each primitive has
+a weight-sharing version in :mod:`search_spaces.oneshot`, so the one-shot strategies run on any space
+made of them (see :class:`search_spaces.oneshot.MultiPathModelSpace`).
 """
 from nni.nas.nn.pytorch import ParametrizedModule
 
-from mpn_nas.layers import MultiPathBasicBlock, MultiPathConv2d, MultiPathLinear
+from mpn_nas.layers import (
+    MultiPathBasicBlock,
+    MultiPathConv2d,
+    MultiPathDenseStem,
+    MultiPathLinear,
+    MultiPathStem,
+    PathConcatClassifier,
+)
 
 
 class MutableMultiPathConv2d(ParametrizedModule, MultiPathConv2d, wraps=MultiPathConv2d):
@@ -18,3 +28,15 @@ class MutableMultiPathLinear(ParametrizedModule, MultiPathLinear, wraps=MultiPat
 
 class MutableMultiPathBasicBlock(ParametrizedModule, MultiPathBasicBlock, wraps=MultiPathBasicBlock):
     """:class:`mpn_nas.layers.MultiPathBasicBlock` whose arguments may be ``nni.choice`` values."""
+
+
+class MutableMultiPathStem(ParametrizedModule, MultiPathStem, wraps=MultiPathStem):
+    """:class:`mpn_nas.layers.MultiPathStem` whose ``width`` and ``path_count`` may be ``nni.choice`` values."""
+
+
+class MutableMultiPathDenseStem(ParametrizedModule, MultiPathDenseStem, wraps=MultiPathDenseStem):
+    """:class:`mpn_nas.layers.MultiPathDenseStem` whose ``width`` and ``path_count`` may be ``nni.choice`` values."""
+
+
+class MutablePathConcatClassifier(ParametrizedModule, PathConcatClassifier, wraps=PathConcatClassifier):
+    """:class:`mpn_nas.layers.PathConcatClassifier` whose ``in_channels`` and ``path_count`` may be choices."""

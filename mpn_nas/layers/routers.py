@@ -59,6 +59,14 @@ def initial_logits(in_paths: int, out_paths: int, kept: int) -> torch.Tensor:
     return logits
 
 
+def masked_softmax(logits: torch.Tensor, mask: "torch.Tensor | None", dim: int) -> torch.Tensor:
+    """Softmax over ``dim`` of ``(B, in_paths, out_paths)`` logits, with entries outside the boolean
+    ``mask`` exactly 0 (``None``: nothing masked)."""
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return torch.softmax(logits, dim=dim)
+
+
 class _SpatialMean(torch.autograd.Function):
     """``x.mean(dim=(3, 4))`` whose backward returns a broadcast view instead of a full-size tensor.
 
@@ -108,9 +116,11 @@ class Router(nn.Module):
 
     def normalise(self, logits: torch.Tensor) -> torch.Tensor:
         """Masked softmax of ``(B, in_paths, out_paths)`` logits; masked entries are exactly 0."""
-        if self.masked:
-            logits = logits.masked_fill(~self.mask, float("-inf"))
-        return torch.softmax(logits, dim=self.softmax_dim)
+        return masked_softmax(logits, self.mask if self.masked else None, self.softmax_dim)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits :meth:`normalise` turns into ``A`` (one-shot supernets mix them over densities)."""
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"{self.in_paths} -> {self.out_paths}, density={self.density}"
@@ -143,9 +153,13 @@ class StaticRouter(Router):
         super().__init__(in_paths, out_paths, density)
         self.logits = nn.Parameter(initial_logits(in_paths, out_paths, self.kept))
 
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits before the masked softmax: ``(1, in_paths, out_paths)``, broadcast over the batch."""
+        return self.logits.to(x.dtype).unsqueeze(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, in_paths, ...)`` -> ``A``: ``(B, in_paths, out_paths)``, equal for every sample."""
-        return self.normalise(self.logits.to(x.dtype).unsqueeze(0)).expand(x.shape[0], -1, -1)
+        return self.normalise(self.scores(x)).expand(x.shape[0], -1, -1)
 
 
 class CrossPredictionRouter(Router):
@@ -162,12 +176,15 @@ class CrossPredictionRouter(Router):
         self.weight = nn.Parameter(torch.empty(in_paths, channels, out_paths).uniform_(-bound, bound))
         self.bias = nn.Parameter(initial_logits(in_paths, out_paths, self.kept))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, in_paths, C[, H, W])`` -> ``A``: ``(B, in_paths, out_paths)``."""
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits before the masked softmax: ``(B, in_paths, out_paths)``."""
         pooled = pool_paths(x)  # (B, p_in, C)
         # One matmul per source, batched over sources: half the time of the equivalent einsum on CPU.
-        logits = torch.bmm(pooled.transpose(0, 1), self.weight).transpose(0, 1) + self.bias
-        return self.normalise(logits)
+        return torch.bmm(pooled.transpose(0, 1), self.weight).transpose(0, 1) + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, in_paths, C[, H, W])`` -> ``A``: ``(B, in_paths, out_paths)``."""
+        return self.normalise(self.scores(x))
 
 
 class FeatureDependentRouter(Router):
@@ -186,14 +203,17 @@ class FeatureDependentRouter(Router):
         with torch.no_grad():
             self.gate[2].bias.copy_(initial_logits(in_paths, out_paths, self.kept).flatten())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, in_paths, C[, H, W])`` -> ``A``: ``(B, in_paths, out_paths)``."""
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits before the masked softmax: ``(B, in_paths, out_paths)``."""
         pooled = pool_paths(x).flatten(1)  # (B, p_in * C)
         # Pooled post-ReLU features are all positive and alike in size, so each hidden unit saw one
         # large input-independent offset and was either dead for every input or live for every input.
         pooled = pooled - pooled.mean(dim=1, keepdim=True)
-        logits = self.gate(pooled).view(-1, self.in_paths, self.out_paths)
-        return self.normalise(logits)
+        return self.gate(pooled).view(-1, self.in_paths, self.out_paths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, in_paths, C[, H, W])`` -> ``A``: ``(B, in_paths, out_paths)``."""
+        return self.normalise(self.scores(x))
 
 
 def build_router(routing: str, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> Router:
