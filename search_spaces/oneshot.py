@@ -20,14 +20,15 @@ Three ways to run, chosen by the strategy (NNI's ``mixed_op_sampling`` policy, o
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping, Optional
 
 import torch
 from nni.mutable import Mutable, MutableExpression
-from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.nn.pytorch import ModelSpace, Repeat
 from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options
-from nni.nas.oneshot.pytorch.supermodule.differentiable import MixedOpDifferentiablePolicy
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat, MixedOpDifferentiablePolicy
 from nni.nas.oneshot.pytorch.supermodule.operation import MixedOperation
 from torch import nn
 from torch.func import functional_call
@@ -500,7 +501,44 @@ MIXED_OPERATIONS = (MixedMultiPathConv2d, MixedMultiPathLinear, MixedMultiPathBa
                     MixedMultiPathDenseStem, MixedPathConcatClassifier)
 
 
-class ProxylessMixedOpPolicy(MixedOpDifferentiablePolicy):
+class LabelParameterDict(nn.ParameterDict):
+    """``ParameterDict`` keyed by choice labels, which may hold dots (``stage1.paths``): torch refuses
+    dots in parameter names, so they are stored as ``::`` and given back as labels."""
+
+    def __setitem__(self, label: str, value: Any) -> None:
+        super().__setitem__(label.replace(".", "::"), value)
+
+    def __getitem__(self, label: str) -> Any:
+        return super().__getitem__(label.replace(".", "::"))
+
+    def __contains__(self, label: object) -> bool:
+        return isinstance(label, str) and super().__contains__(label.replace(".", "::"))
+
+    def __iter__(self):
+        return (key.replace("::", ".") for key in super().__iter__())
+
+    def keys(self):
+        return list(iter(self))
+
+    def items(self):
+        return [(label, self[label]) for label in self]
+
+
+class DifferentiablePolicy(MixedOpDifferentiablePolicy):
+    """NNI's differentiable policy (DARTS, GumbelDARTS) with architecture weights kept in a
+    :class:`LabelParameterDict`, so that labels may contain dots."""
+
+    def __init__(self, operation: MixedOperation, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> None:
+        operation._arch_alpha = LabelParameterDict()
+        for label in operation.simplify():
+            if label not in memo:
+                raise KeyError(f"architecture weights of {label!r} not found in memo")
+            operation._arch_alpha[label] = memo[label]
+        operation.arch_parameters = functools.partial(self.arch_parameters, module=operation)
+        operation._softmax = mutate_kwargs.get("softmax", nn.Softmax(-1))
+
+
+class ProxylessMixedOpPolicy(DifferentiablePolicy):
     """Proxyless for the multi-path primitives: one configuration sampled from the architecture
     probabilities per step and run exactly; :meth:`gate` (value 1) sends the gradient of the output
     to the probabilities of the sampled values (NNI 3.0 has no Proxyless mixed operations)."""
@@ -511,13 +549,8 @@ class ProxylessMixedOpPolicy(MixedOpDifferentiablePolicy):
         self._arguments: Optional[dict[str, Any]] = None
 
     def resample(self, operation: MixedOperation, memo: dict[str, Any]) -> dict[str, Any]:
-        result = {}
-        for label, spec in operation.simplify().items():
-            if label in memo:
-                result[label] = memo[label]
-            else:
-                probabilities = operation._softmax(operation._arch_alpha[label]).detach()
-                result[label] = spec.values[int(torch.multinomial(probabilities, 1))]
+        result = {label: memo[label] if label in memo else _draw(operation, label, spec)
+                  for label, spec in operation.simplify().items()}
         self._sample = result
         self._arguments = {name: value.freeze(result) for name, value in operation.mutable_arguments.items()}
         return result
@@ -530,11 +563,57 @@ class ProxylessMixedOpPolicy(MixedOpDifferentiablePolicy):
         return self._arguments[name]
 
     def gate(self, operation: MixedOperation) -> torch.Tensor:
-        gate = torch.ones((), device=next(iter(operation._arch_alpha.values())).device)
-        for label, spec in operation.simplify().items():
-            probability = operation._softmax(operation._arch_alpha[label])[list(spec.values).index(self._sample[label])]
-            gate = gate * probability / probability.detach()
-        return gate
+        return _gate(operation, {label: (spec, self._sample[label]) for label, spec in operation.simplify().items()})
+
+
+def _draw(module: nn.Module, label: str, spec: Any) -> Any:
+    """One value of ``label`` drawn from its architecture probabilities."""
+    probabilities = module._softmax(module._arch_alpha[label]).detach()
+    return spec.values[int(torch.multinomial(probabilities, 1))]
+
+
+def _gate(module: nn.Module, chosen: Mapping[str, tuple[Any, Any]]) -> torch.Tensor:
+    """``prod(p / p.detach())`` over the chosen values: 1, with the gradient of their probabilities."""
+    gate = torch.ones((), device=next(iter(module._arch_alpha.values())).device)
+    for label, (spec, value) in chosen.items():
+        probability = module._softmax(module._arch_alpha[label])[list(spec.values).index(value)]
+        gate = gate * probability / probability.detach()
+    return gate
+
+
+class DifferentiableRepeat(DifferentiableMixedRepeat):
+    """NNI's differentiable ``Repeat`` (outputs of every depth mixed by probability), with labels
+    that may contain dots."""
+
+    def __init__(self, blocks: list[nn.Module], depth: MutableExpression[int], softmax: nn.Module,
+                 alphas: dict[str, Any]) -> None:
+        super(DifferentiableMixedRepeat, self).__init__(blocks, depth)
+        self._softmax = softmax
+        self._arch_alpha = LabelParameterDict(alphas)
+
+
+class ProxylessRepeat(DifferentiableRepeat):
+    """Proxyless ``Repeat``: one depth drawn per step from its probabilities; the output carries the
+    :func:`_gate` of that depth. (NNI's ProxylessMixedRepeat needs depth written as binary choices.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._depth: Optional[dict[str, Any]] = None
+
+    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
+        spec = self.depth_choice.simplify()
+        self._depth = {label: memo[label] if label in memo else _draw(self, label, choice)
+                       for label, choice in spec.items()}
+        return dict(self._depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._depth is None:
+            self.resample({})
+        depth = self.depth_choice.freeze(self._depth)
+        for block in list(self.blocks)[:depth]:
+            x = block(x)
+        return x * _gate(self, {label: (choice, self._depth[label])
+                                for label, choice in self.depth_choice.simplify().items()}).to(x.dtype)
 
 
 def frozen_arguments(operation: MixedOperation, sample: Mapping[str, Any]) -> dict[str, Any]:
@@ -544,15 +623,23 @@ def frozen_arguments(operation: MixedOperation, sample: Mapping[str, Any]) -> di
 
 
 def oneshot_hooks(strategy: Any) -> list[Callable]:
-    """Mutation hooks that turn the multi-path primitives into mixed operations under ``strategy``
-    (pass as ``mutation_hooks=`` to a one-shot strategy, or use :class:`MultiPathModelSpace`)."""
-    from nni.nas.strategy import Proxyless
+    """Mutation hooks that turn the multi-path primitives (and ``Repeat``) into supernet modules
+    under ``strategy`` (pass as ``mutation_hooks=`` to a one-shot strategy, or use
+    :class:`MultiPathModelSpace`)."""
+    from nni.nas.strategy import DARTS, Proxyless
 
-    proxyless = isinstance(strategy, Proxyless)
+    if isinstance(strategy, Proxyless):
+        policy, repeat = ProxylessMixedOpPolicy, ProxylessRepeat
+    elif isinstance(strategy, DARTS):  # GumbelDARTS too
+        policy, repeat = DifferentiablePolicy, DifferentiableRepeat
+    else:  # sampling strategies: NNI's own policy and Repeat
+        policy, repeat = None, None
 
     def hook(module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
-        if proxyless:
-            mutate_kwargs = {**mutate_kwargs, "mixed_op_sampling": ProxylessMixedOpPolicy}
+        if policy is not None:
+            mutate_kwargs = {**mutate_kwargs, "mixed_op_sampling": policy}
+            if repeat is not None and type(module) is Repeat:
+                return repeat.mutate(module, name, memo, mutate_kwargs)
         for operation in MIXED_OPERATIONS:
             mixed = operation.mutate(module, name, memo, mutate_kwargs)
             if mixed is not None:
@@ -572,4 +659,5 @@ class MultiPathModelSpace(ModelSpace):
 
 __all__ = ["MultiPathMixedOperation", "MixedMultiPathConv2d", "MixedMultiPathLinear", "MixedMultiPathBasicBlock",
            "MixedMultiPathStem", "MixedMultiPathDenseStem", "MixedPathConcatClassifier", "MIXED_OPERATIONS",
-           "ProxylessMixedOpPolicy", "frozen_arguments", "oneshot_hooks", "MultiPathModelSpace", "slice_weight"]
+           "LabelParameterDict", "DifferentiablePolicy", "ProxylessMixedOpPolicy", "DifferentiableRepeat",
+           "ProxylessRepeat", "frozen_arguments", "oneshot_hooks", "MultiPathModelSpace", "slice_weight"]
