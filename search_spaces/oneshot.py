@@ -159,6 +159,8 @@ class MultiPathMixedOperation(MixedOperation):
     and ``soft_forward`` (the differentiable relaxation)."""
 
     searchable: tuple[str, ...] = ()
+    # Named sizes of the input's path and channel dimensions (None: the input is the image itself).
+    input_sizes: Optional[tuple[str, str]] = ("pin", "cin")
 
     def super_init_argument(self, name: str, value_choice: MutableExpression) -> Any:
         if name == "routing":  # the supernet holds one router per candidate (see __post_init__)
@@ -428,6 +430,7 @@ class MixedMultiPathStem(MultiPathMixedOperation, _BuildsItsOwnLayers):
     bound_type = MutableMultiPathStem
     argument_list = ["in_channels", "width", "path_count"]
     searchable = ("width", "path_count")
+    input_sizes = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -454,6 +457,7 @@ class MixedMultiPathDenseStem(MultiPathMixedOperation, _BuildsItsOwnLayers):
     bound_type = MutableMultiPathDenseStem
     argument_list = ["in_features", "width", "path_count"]
     searchable = ("width", "path_count")
+    input_sizes = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -481,6 +485,7 @@ class MixedPathConcatClassifier(MultiPathMixedOperation, _BuildsItsOwnLayers):
     bound_type = MutablePathConcatClassifier
     argument_list = ["in_channels", "path_count", "num_classes"]
     searchable = ("in_channels", "path_count")
+    input_sizes = ("p", "cin")
 
     def __post_init__(self) -> None:
         super().__post_init__()
