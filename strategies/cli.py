@@ -59,12 +59,14 @@ def register(commands) -> None:
     add_space_options(search)
     search.add_argument("--dataset", default="digits", help="digits | digits-contexts | cifar10 | cifar100 | imagefolder:PATH | fake")
     search.add_argument("--data-dir", default=None)
-    search.add_argument("--strategy", default="random", help="random | grid | evolution | tpe | pareto")
+    search.add_argument("--strategy", default="random", help="multi-trial: random | grid | evolution | tpe | pareto; "
+                        "one-shot (one weight-sharing supernet): darts | gumbel | spos | proxyless")
     search.add_argument("--objective", default="flops", help="flops | params: the cost the pareto strategy "
                         "trades accuracy against (and pareto.png's x axis)")
     add_budget_options(search)
-    search.add_argument("--trials", type=int, default=8, help="trials to train (over-budget samples do not count)")
-    search.add_argument("--epochs", type=int, default=2, help="training epochs per trial")
+    search.add_argument("--trials", type=int, default=8, help="trials to train (over-budget samples do not count); "
+                        "one-shot: subnets evaluated with the supernet's weights")
+    search.add_argument("--epochs", type=int, default=2, help="training epochs per trial (one-shot: supernet epochs)")
     search.add_argument("--engine", default="sequential", help="sequential (in-process) | ts (NNI manager, web UI)")
     search.add_argument("--concurrency", type=int, default=1, help="trials at once (ts engine)")
     search.add_argument("--gpus", type=_gpu_list, default=None, help="GPU indices for trials, e.g. 0,1 (ts engine)")

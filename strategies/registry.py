@@ -6,7 +6,9 @@ from typing import Optional
 
 from mpn_nas.errors import UserError
 
-STRATEGY_NAMES = ("random", "grid", "evolution", "tpe", "pareto")
+MULTI_TRIAL_STRATEGIES = ("random", "grid", "evolution", "tpe", "pareto")
+ONESHOT_STRATEGIES = ("darts", "gumbel", "spos", "proxyless")  # one weight-sharing supernet: strategies.oneshot
+STRATEGY_NAMES = MULTI_TRIAL_STRATEGIES + ONESHOT_STRATEGIES
 OBJECTIVES = ("flops", "params")  # what the pareto strategy minimises against accuracy
 
 
@@ -22,6 +24,8 @@ def make_strategy(name: str, trials: int, seed: int = 0, *, config=None, budget=
 
     check_strategy_name(name)
     check_objective(objective)
+    if name in ONESHOT_STRATEGIES:
+        raise ValueError(f"{name} is a one-shot strategy: see strategies.oneshot.make_oneshot_strategy")
     fits = _fits(config, budget)
     population = max(2, min(100, trials // 2))
     if name == "random":

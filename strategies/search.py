@@ -241,9 +241,12 @@ def run_search(settings: SearchSettings) -> dict:
 
     from .budgeted import with_budget
     from .middleware import TrialRecorder
-    from .registry import make_strategy
+    from .registry import ONESHOT_STRATEGIES, make_strategy
 
     validate(settings)
+    if settings.strategy in ONESHOT_STRATEGIES:
+        from .oneshot import run_oneshot_search
+        return run_oneshot_search(settings)
     check_output(settings)
     config = space_config_of(settings)
     dataset_shape(settings.dataset, settings.data_dir)  # data present (also when resuming)
