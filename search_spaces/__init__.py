@@ -15,7 +15,9 @@ from .config import SpaceConfig, default_config, load_config, sample_to_arch
 
 _LAZY = {
     "MutableMultiPathConv2d": "primitives", "MutableMultiPathLinear": "primitives",
-    "MutableMultiPathBasicBlock": "primitives", "MultiPathSpace": "spaces", "ResNetSpace": "spaces",
+    "MutableMultiPathBasicBlock": "primitives", "MutableMultiPathStem": "primitives",
+    "MutableMultiPathDenseStem": "primitives", "MutablePathConcatClassifier": "primitives",
+    "MultiPathModelSpace": "oneshot", "oneshot_hooks": "oneshot", "MultiPathSpace": "spaces", "ResNetSpace": "spaces",
     "MLPSpace": "spaces", "SPACES": "spaces", "make_space": "spaces", "arch_from_parameters": "spaces",
 }
 

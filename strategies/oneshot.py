@@ -237,7 +237,8 @@ def run_oneshot_search(settings) -> dict:
 
     from .middleware import SampleFits
     from .search import SUMMARY_FORMAT
-    from .search import check_output, create_output, dataset_shape, sigterm_as_interrupt, space_config_of
+    from .search import check_output, create_output, dataset_shape, load_previous_rows, sigterm_as_interrupt, \
+        space_config_of
 
     if settings.engine != "sequential" or settings.concurrency > 1 or settings.gpus:
         raise UserError(f"--strategy {settings.strategy} trains one supernet in this process: use the default "
@@ -298,7 +299,8 @@ def run_oneshot_search(settings) -> dict:
     def evaluate(sample: dict) -> float:
         return recalibrated_accuracy(space.freeze(sample), data, device)
 
-    log = SubnetLog(out, config, settings.trials, settings.quiet)
+    previous = load_previous_rows(out, config) if settings.resume and settings.strategy == "spos" else []
+    log = SubnetLog(out, config, settings.trials, settings.quiet, previous)  # spos continues its evolution
     note = None
     with sigterm_as_interrupt():
         if settings.strategy == "spos":

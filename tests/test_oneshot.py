@@ -319,3 +319,52 @@ def test_oneshot_search_under_a_tight_budget_exports_an_architecture_within_it(t
         from PIL import Image
 
         assert Image.open(out / "probabilities.png").size[0] > 300
+
+
+@pytest.mark.slow
+def test_interrupted_spos_search_resumes_from_the_supernet_checkpoint(tmp_path, monkeypatch):
+    """Ctrl-C in the second supernet epoch keeps the first epoch's checkpoint and writes no result;
+    --resume trains only the remaining epoch, then evaluates the subnets under the budget."""
+    import pytorch_lightning as pl
+
+    from strategies import oneshot
+    from strategies.search import SearchSettings, run_search
+
+    config = tmp_path / "space.json"
+    config.write_text(json.dumps(SMALL))
+    out = tmp_path / "out"
+    settings = dict(out=out, space_config=str(config), strategy="spos", epochs=2, trials=2,
+                    budget=Budget(max_params=8_000), batch_size=256, quiet=True, device="cpu")
+    started_epochs = []
+
+    class Interrupt(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            started_epochs.append(trainer.current_epoch)
+            if trainer.current_epoch == 1 and not (out / "summary.json").exists() and len(started_epochs) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(oneshot, "make_trainer", lambda config, out_dir, callbacks, progress: __import__(
+        "mpn_nas.training", fromlist=["make_trainer"]).make_trainer(config, out_dir, [*callbacks, Interrupt()], progress))
+    with pytest.raises(KeyboardInterrupt):
+        run_search(SearchSettings(**settings))
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "best_arch.json").exists()
+    assert started_epochs == [0, 1]
+    run_search(SearchSettings.resumed(out, quiet=True))
+    assert started_epochs == [0, 1, 1]  # only the remaining epoch ran
+    rows = _read_rows(out / "trials.csv")
+    assert len(rows) == 2 and all(int(row["params"]) <= 8_000 for row in rows)
+    assert profile(Arch.from_json(out / "best_arch.json"), latency=False).params <= 8_000
+
+
+def test_rank_correlations_on_hand_written_cases():
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("oneshot_vs_multitrial", REPO / "benchmarks" / "oneshot_vs_multitrial.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert bench.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert bench.kendall([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)  # 2 concordant, 1 discordant pair
+    assert bench.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)  # tied ranks share 0.5
