@@ -41,7 +41,7 @@ from mpn_nas.layers import (
     PathConcatClassifier,
     mix_paths,
 )
-from mpn_nas.layers.routers import Router, aligned_index, build_router, density_mask, masked_softmax
+from mpn_nas.layers.routers import Router, aligned_index, build_router, density_mask, gate_width, masked_softmax
 
 from .primitives import (
     MutableMultiPathBasicBlock,
@@ -66,36 +66,36 @@ def _largest(value: Any) -> Any:
     return max(_values(value))
 
 
-def slice_weight(weight: torch.Tensor, dims: Dims, sizes: Mapping[str, int], largest: Mapping[str, int]) -> torch.Tensor:
-    """The part of a supernet ``weight`` that a layer of ``sizes`` uses (gradients flow back to it)."""
-    expanded, index, shape = [], [], []
-    for length, names in zip(weight.shape, dims):
+def _slicing(shape: torch.Size, dims: Dims, sizes: Mapping[str, int], largest: Mapping[str, int]) -> tuple:
+    """How to cut a supernet tensor of ``shape``: its path-major expanded shape, the index into
+    that, and the cut's expanded and flat shapes."""
+    expanded, index, cut, flat = [], [], [], []
+    for length, names in zip(shape, dims):
         if names is None:
             expanded.append(length)
             index.append(slice(None))
-            shape.append(length)
+            cut.append(length)
+            flat.append(length)
         else:
             expanded += [largest[name] for name in names]
             index += [slice(0, sizes[name]) for name in names]
-            shape.append(math.prod(sizes[name] for name in names))
-    return weight.reshape(expanded)[tuple(index)].reshape(shape)
+            cut += [sizes[name] for name in names]
+            flat.append(math.prod(sizes[name] for name in names))
+    return expanded, tuple(index), cut, flat
+
+
+def slice_weight(weight: torch.Tensor, dims: Dims, sizes: Mapping[str, int], largest: Mapping[str, int]) -> torch.Tensor:
+    """The part of a supernet ``weight`` that a layer of ``sizes`` uses (gradients flow back to it)."""
+    expanded, index, _, flat = _slicing(weight.shape, dims, sizes, largest)
+    return weight.reshape(expanded)[index].reshape(flat)
 
 
 def _write_back(weight: torch.Tensor, dims: Dims, sizes: Mapping[str, int], largest: Mapping[str, int],
                 value: torch.Tensor) -> None:
     """Inverse of :func:`slice_weight` for buffers (batch-norm statistics updated on a sliced copy)."""
-    expanded, index, sliced = [], [], []
-    for length, names in zip(weight.shape, dims):
-        if names is None:
-            expanded.append(length)
-            index.append(slice(None))
-            sliced.append(length)
-        else:
-            expanded += [largest[name] for name in names]
-            index += [slice(0, sizes[name]) for name in names]
-            sliced += [sizes[name] for name in names]
+    expanded, index, cut, _ = _slicing(weight.shape, dims, sizes, largest)
     with torch.no_grad():
-        weight.view(expanded)[tuple(index)].copy_(value.reshape(sliced))
+        weight.view(expanded)[index].copy_(value.reshape(cut))
 
 
 def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -133,6 +133,13 @@ def _conv_layout(plain: str, super_: str, cin: str, cout: str, bias: bool = Fals
     if bias:
         layout[f"{plain}conv.bias"] = (f"{super_}conv.bias", (("p", cout),))
     return layout
+
+
+def _routed_sizes(paths: int, in_paths: Optional[int], in_channels: int, out_channels: int) -> dict[str, int]:
+    """Named sizes of a routed layer: paths ``p``, sources ``pin``, channels ``cin``/``cout``, gate ``hidden``."""
+    in_paths = paths if in_paths is None else in_paths
+    return {"p": paths, "pin": in_paths, "cin": in_channels, "cout": out_channels,
+            "hidden": gate_width(in_paths, paths, in_channels)}
 
 
 def _distribution(value: Any) -> list[tuple[Any, Any]]:
@@ -297,10 +304,8 @@ class MixedMultiPathConv2d(MultiPathMixedOperation, MultiPathConv2d):
         self.routers = self._make_routers(sizes["pin"], sizes["p"], sizes["cin"])
 
     def sizes(self, arguments: Mapping[str, Any]) -> dict[str, int]:
-        paths = arguments["path_count"]
-        in_paths = arguments["in_paths"] if arguments["in_paths"] is not None else paths
-        return {"p": paths, "pin": in_paths, "cin": arguments["in_channels"], "cout": arguments["out_channels"],
-                "hidden": max(paths, in_paths * arguments["in_channels"] // 8)}
+        return _routed_sizes(arguments["path_count"], arguments["in_paths"], arguments["in_channels"],
+                             arguments["out_channels"])
 
     def layout(self, arguments: Mapping[str, Any]) -> Layout:
         return {**_conv_layout("", "", "cin", "cout", bias=arguments["bias"]),
@@ -335,10 +340,8 @@ class MixedMultiPathLinear(MultiPathMixedOperation, _BuildsItsOwnLayers):
         self.routers = self._make_routers(sizes["pin"], sizes["p"], sizes["cin"])
 
     def sizes(self, arguments: Mapping[str, Any]) -> dict[str, int]:
-        paths = arguments["path_count"]
-        in_paths = arguments["in_paths"] if arguments["in_paths"] is not None else paths
-        return {"p": paths, "pin": in_paths, "cin": arguments["in_features"], "cout": arguments["out_features"],
-                "hidden": max(paths, in_paths * arguments["in_features"] // 8)}
+        return _routed_sizes(arguments["path_count"], arguments["in_paths"], arguments["in_features"],
+                             arguments["out_features"])
 
     def layout(self, arguments: Mapping[str, Any]) -> Layout:
         layout = {"weight": ("largest.weight", (("p",), ("cin",), ("cout",))),
@@ -388,9 +391,9 @@ class MixedMultiPathBasicBlock(MultiPathMixedOperation, _BuildsItsOwnLayers):
         return in_channels != width
 
     def sizes(self, arguments: Mapping[str, Any]) -> dict[str, int]:
-        paths, in_paths = arguments["path_count"], arguments["in_paths"]
-        return {"p": paths, "pin": in_paths, "cin": arguments["in_channels"], "w": arguments["width"],
-                "hidden": max(paths, in_paths * arguments["in_channels"] // 8)}
+        sizes = _routed_sizes(arguments["path_count"], arguments["in_paths"], arguments["in_channels"],
+                              arguments["width"])
+        return {**sizes, "w": sizes["cout"]}
 
     def layout(self, arguments: Mapping[str, Any]) -> Layout:
         layout = {**_conv_layout("conv1.", "conv1.", "cin", "w"), **_conv_layout("conv2.", "conv2.", "w", "w"),
@@ -424,59 +427,53 @@ class MixedMultiPathBasicBlock(MultiPathMixedOperation, _BuildsItsOwnLayers):
         return list(traverse_all_options(self.shortcut_options, weights=weights))
 
 
-class MixedMultiPathStem(MultiPathMixedOperation, _BuildsItsOwnLayers):
+class _MixedStem(MultiPathMixedOperation, _BuildsItsOwnLayers):
+    """Shared by the stems: ``path_count`` parallel stems of ``width`` outputs, as one layer whose
+    outputs are sliced path-major; the input (the image) is never sliced."""
+
+    searchable = ("width", "path_count")
+    input_sizes = None
+    plain_type: type
+    layer_layout: Layout  # the stem's own weights, by the plain stem's keys
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sizes = self._largest_sizes
+        self.largest = self.plain_type(self.init_arguments[self.argument_list[0]], sizes["w"], sizes["p"])
+
+    def sizes(self, arguments: Mapping[str, Any]) -> dict[str, int]:
+        return {"p": arguments["path_count"], "w": arguments["width"]}
+
+    def layout(self, arguments: Mapping[str, Any]) -> Layout:
+        return self.layer_layout
+
+    def soft_forward(self, arguments: Mapping[str, Any], x: torch.Tensor) -> torch.Tensor:
+        out = self.largest(x)  # (B, P, W, ...)
+        paths = _greater_than(arguments["path_count"], out.shape[1], x.device)
+        channels = _greater_than(arguments["width"], out.shape[2], x.device)
+        mask = (paths[:, None] * channels[None, :]).view(1, *out.shape[1:3], *[1] * (out.dim() - 3))
+        return out * mask.to(out.dtype)
+
+
+class MixedMultiPathStem(_MixedStem):
     """Weight-sharing :class:`~mpn_nas.layers.MultiPathStem` (searchable ``width`` and ``path_count``)."""
 
     bound_type = MutableMultiPathStem
+    plain_type = MultiPathStem
     argument_list = ["in_channels", "width", "path_count"]
-    searchable = ("width", "path_count")
-    input_sizes = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        sizes = self._largest_sizes
-        self.largest = MultiPathStem(self.init_arguments["in_channels"], sizes["w"], sizes["p"])
-
-    def sizes(self, arguments: Mapping[str, Any]) -> dict[str, int]:
-        return {"p": arguments["path_count"], "w": arguments["width"]}
-
-    def layout(self, arguments: Mapping[str, Any]) -> Layout:
-        return {"0.weight": ("largest.0.weight", (("p", "w"), None, None, None)),
-                **_norm_layout("1", "largest.1", ("p", "w"))}
-
-    def soft_forward(self, arguments: Mapping[str, Any], x: torch.Tensor) -> torch.Tensor:
-        out = self.largest(x)  # (B, P, W, H, W)
-        paths = _greater_than(arguments["path_count"], out.shape[1], x.device)
-        channels = _greater_than(arguments["width"], out.shape[2], x.device)
-        return out * (paths[:, None] * channels[None, :]).view(1, *out.shape[1:3], 1, 1).to(out.dtype)
+    layer_layout = {"0.weight": ("largest.0.weight", (("p", "w"), None, None, None)),
+                    **_norm_layout("1", "largest.1", ("p", "w"))}
 
 
-class MixedMultiPathDenseStem(MultiPathMixedOperation, _BuildsItsOwnLayers):
+class MixedMultiPathDenseStem(_MixedStem):
     """Weight-sharing :class:`~mpn_nas.layers.MultiPathDenseStem` (searchable ``width`` and ``path_count``)."""
 
     bound_type = MutableMultiPathDenseStem
+    plain_type = MultiPathDenseStem
     argument_list = ["in_features", "width", "path_count"]
-    searchable = ("width", "path_count")
-    input_sizes = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        sizes = self._largest_sizes
-        self.largest = MultiPathDenseStem(self.init_arguments["in_features"], sizes["w"], sizes["p"])
-
-    def sizes(self, arguments: Mapping[str, Any]) -> dict[str, int]:
-        return {"p": arguments["path_count"], "w": arguments["width"]}
-
-    def layout(self, arguments: Mapping[str, Any]) -> Layout:
-        return {"1.weight": ("largest.1.weight", (("p", "w"), None)),
-                "1.bias": ("largest.1.bias", (("p", "w"),)),
-                **_norm_layout("2", "largest.2", ("p", "w"))}
-
-    def soft_forward(self, arguments: Mapping[str, Any], x: torch.Tensor) -> torch.Tensor:
-        out = self.largest(x)  # (B, P, W)
-        paths = _greater_than(arguments["path_count"], out.shape[1], x.device)
-        channels = _greater_than(arguments["width"], out.shape[2], x.device)
-        return out * (paths[:, None] * channels[None, :]).unsqueeze(0).to(out.dtype)
+    layer_layout = {"1.weight": ("largest.1.weight", (("p", "w"), None)),
+                    "1.bias": ("largest.1.bias", (("p", "w"),)),
+                    **_norm_layout("2", "largest.2", ("p", "w"))}
 
 
 class MixedPathConcatClassifier(MultiPathMixedOperation, _BuildsItsOwnLayers):

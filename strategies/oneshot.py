@@ -102,9 +102,8 @@ class EpochReport(pl.Callback):
         self.history: list[dict] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        probabilities = _plain_probabilities(module.export_probs())
-        if probabilities:
-            self.history.append(probabilities)
+        if self.penalty is not None:  # differentiable strategies: the architecture has probabilities
+            self.history.append(_plain_probabilities(module.export_probs()))
         if self.quiet:
             return
         metrics = trainer.callback_metrics

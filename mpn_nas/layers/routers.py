@@ -187,6 +187,11 @@ class CrossPredictionRouter(Router):
         return self.normalise(self.scores(x))
 
 
+def gate_width(in_paths: int, out_paths: int, channels: int, reduction: int = 8) -> int:
+    """Hidden width of the ``feature_dependent`` gate: ``max(out_paths, in_paths * channels // reduction)``."""
+    return max(out_paths, in_paths * channels // reduction)
+
+
 class FeatureDependentRouter(Router):
     """``feature_dependent``: one gate on the pooled features of all sources computes every
     cross-connection weight at once (cheaper than one predictor per source)."""
@@ -196,7 +201,7 @@ class FeatureDependentRouter(Router):
     def __init__(self, in_paths: int, out_paths: int, channels: int, density: float = 1.0,
                  reduction: int = 8) -> None:
         super().__init__(in_paths, out_paths, density)
-        hidden = max(out_paths, in_paths * channels // reduction)
+        hidden = gate_width(in_paths, out_paths, channels, reduction)
         self.gate = nn.Sequential(
             nn.Linear(in_paths * channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, in_paths * out_paths)
         )
