@@ -15,6 +15,7 @@ a stage.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any, Mapping, Optional
 
@@ -85,15 +86,23 @@ class ExpectedCost:
 
 def _cost(operation: MultiPathMixedOperation, arguments: Mapping[str, Any], shape: torch.Size, metric: str) -> float:
     """Parameters or batch-1 FLOPs of the plain layer of ``arguments``, counted on the meta device."""
-    template = operation._template(arguments)
     if metric == "params":
-        return float(sum(p.numel() for p in template.parameters()))
+        return float(operation.parameter_count(arguments))
     sizes = operation.sizes(arguments)
-    paths_in = getattr(operation, "input_sizes", None)
+    paths_in = operation.input_sizes
     dims = [sizes[name] for name in paths_in] if paths_in else list(shape[1:2])
-    x = torch.zeros(1, *dims, *shape[len(dims) + 1:], device="meta")
+    return _flops(operation.bound_type.__wrapped__, tuple(sorted(arguments.items())),
+                  (1, *dims, *shape[len(dims) + 1:]))
+
+
+@functools.lru_cache(maxsize=None)
+def _flops(plain_type: type, arguments: tuple, input_shape: tuple) -> float:
+    """Batch-1 FLOPs of a plain layer, shared by every operation of the same configuration."""
+    from .oneshot import _plain_template
+
+    template = _plain_template(plain_type, arguments)
     with FlopCounterMode(display=False) as counter:
-        template.eval()(x)
+        template.eval()(torch.zeros(input_shape, device="meta"))
     return float(counter.get_total_flops())
 
 

@@ -160,6 +160,13 @@ def _probability(pairs: list[tuple[Any, Any]], predicate: Callable[[Any], bool])
     return sum((probability for option, probability in pairs if predicate(option)), 0.0)
 
 
+@functools.lru_cache(maxsize=None)
+def _plain_template(plain_type: type, arguments: tuple) -> nn.Module:
+    """A plain layer on the meta device, shared by every mixed operation of the same configuration."""
+    with torch.device("meta"):
+        return plain_type(**dict(arguments))
+
+
 class MultiPathMixedOperation(MixedOperation):
     """Shared machinery: slicing by a :data:`Layout`, exact forward through the plain layer's code,
     and the Proxyless gate. Subclasses give ``sizes`` (named sizes of a configuration), ``layout``
@@ -187,7 +194,6 @@ class MultiPathMixedOperation(MixedOperation):
             if name not in ("routing", "density"):
                 self._largest_arguments[name] = _largest(value)
         self._largest_sizes = self.sizes(self._largest_arguments)
-        self._templates: dict[tuple, nn.Module] = {}
         self._masks: dict[tuple, dict[str, torch.Tensor]] = {}
 
     # -- what subclasses describe ----------------------------------------------------------------
@@ -234,12 +240,13 @@ class MultiPathMixedOperation(MixedOperation):
 
     def _template(self, arguments: Mapping[str, Any]) -> nn.Module:
         """The plain layer of ``arguments`` without storage: its code runs on the supernet's slices."""
-        key = tuple(sorted(arguments.items()))
-        if key not in self._templates:
-            with torch.device("meta"):
-                self._templates[key] = self.bound_type.__wrapped__(**arguments) \
-                    if hasattr(self.bound_type, "__wrapped__") else self.bound_type(**arguments)
-        return self._templates[key]
+        return _plain_template(self.bound_type.__wrapped__, tuple(sorted(arguments.items())))
+
+    def parameter_count(self, arguments: Mapping[str, Any]) -> int:
+        """Parameters of the plain layer of ``arguments``, from the layout (no module is built)."""
+        sizes, parameters = self.sizes(arguments), dict(self.named_parameters())
+        return sum(math.prod(_slicing(parameters[super_].shape, dims, sizes, self._largest_sizes)[3])
+                   for super_, dims in self.layout(arguments).values() if super_ in parameters)
 
     def _router_masks(self, template: nn.Module, key: tuple, device: torch.device) -> dict[str, torch.Tensor]:
         """Density masks of the template's routers (non-persistent buffers, not in the layout)."""
