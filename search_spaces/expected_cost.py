@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from torch.utils.flop_counter import FlopCounterMode
 
 from .oneshot import MultiPathMixedOperation, frozen_arguments
@@ -116,6 +117,14 @@ def _input_shapes(supernet: nn.Module, example: torch.Tensor) -> dict[nn.Module,
     handles = [module.register_forward_pre_hook(record)
                for module in supernet.modules() if isinstance(module, MultiPathMixedOperation)]
     was_training = supernet.training
+    from nni.nas.nn.pytorch import Repeat
+
+    # Where the strategy samples (Proxyless): one consistent subnet, with every block of every stage.
+    memo = {label: max(spec.values) for module in supernet.modules() if isinstance(module, Repeat)
+            for label, spec in module.depth_choice.simplify().items()}
+    for module in supernet.modules():
+        if isinstance(module, BaseSuperNetModule):
+            memo.update(module.resample(memo))
     try:
         with torch.no_grad():
             supernet.eval()(example)

@@ -252,10 +252,11 @@ def test_expected_cost_at_one_hot_probabilities_is_the_profiled_cost(space_cls):
             assert round(float(costs["flops"]())) == counted.flops
 
 
-def test_budget_penalty_moves_the_architecture_weights():
+@pytest.mark.parametrize("strategy_cls", [DARTS, Proxyless])
+def test_budget_penalty_moves_the_architecture_weights(strategy_cls):
     from strategies.oneshot import BudgetPenalty
 
-    supernet = DARTS().mutate_model(ResNetSpace(config=SMALL))
+    supernet = strategy_cls().mutate_model(ResNetSpace(config=SMALL))
     penalty = BudgetPenalty(supernet, Budget(max_params=1_000), digits_batch(2)[0])
     value = penalty()
     assert value > 0  # the uniform architecture is far over 1,000 parameters
