@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     _register_core(commands)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
+    for command in commands.choices.values():  # also after the subcommand; SUPPRESS keeps the top level's value
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
 
@@ -168,6 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.filterwarnings("ignore")
     try:
         args = build_parser().parse_args(argv)
+        from .devices import check_gpu_request  # before any work: a missing GPU is one line, for every command
+
+        check_gpu_request(getattr(args, "device", None), getattr(args, "gpus", None))
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except UserError as err:

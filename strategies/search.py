@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from mpn_nas.devices import check_gpu_request
 from mpn_nas.errors import UserError
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
@@ -93,6 +94,7 @@ def validate(settings: SearchSettings) -> None:
     if settings.engine == "sequential" and (settings.concurrency > 1 or settings.gpus):
         raise UserError("--concurrency and --gpus need --engine ts (the sequential engine trains one trial at a time "
                         "in this process)")
+    check_gpu_request(settings.device, settings.gpus)  # also for resumed settings, before NNI's manager starts
     if settings.engine == "ts" and not port_is_free(settings.port):
         raise UserError(f"port {settings.port} is already in use; pass another --port for NNI's manager")
 
