@@ -64,7 +64,39 @@ def train_config(args: argparse.Namespace):
 
     return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
                        router_lr_scale=args.router_lr_scale, batch_size=args.batch_size, seed=args.seed,
-                       device=args.device)
+                       device=args.device, **getattr(args, "recorded_recipe", {}))
+
+
+# Options retrain takes from the architecture's training record (``best_arch.json`` of a search) when
+# the command line leaves them out; the record's other recipe fields (no options) are used as they are.
+RECORDED_OPTIONS = ("dataset", "data_dir", "optimizer", "lr", "router_lr_scale", "batch_size", "seed")
+
+
+def apply_training_record(args: argparse.Namespace, arch) -> str:
+    """Fill the options the command line left out from ``arch``'s training record, else their
+    defaults; returns one line saying what training uses and where it came from."""
+    from .recipe import recorded_training
+
+    record = recorded_training(arch, args.arch) or {}
+    recipe = dict(record.get("recipe", {}))
+    recorded = {"dataset": record.get("dataset"), "data_dir": record.get("data_dir"), **recipe}
+    taken = []
+    for name, default in args.recorded_defaults.items():
+        if getattr(args, name) is not None:
+            continue
+        value = recorded.get(name)
+        if name == "data_dir" and "dataset" not in taken:  # a data directory only goes with its data set
+            value = None
+        setattr(args, name, default if value is None else value)
+        if value is not None:
+            taken.append(name)
+    args.recorded_recipe = {k: v for k, v in recipe.items() if k not in RECORDED_OPTIONS}
+    used = (f"training {args.epochs} epochs on {args.dataset} with {args.optimizer}, lr {args.lr}, router-lr-scale "
+            f"{args.router_lr_scale}, batch-size {args.batch_size}, seed {args.seed}")
+    if not record:
+        return f"{used} ({Path(args.arch).name} records no training: command line and defaults)"
+    origin = ", ".join(taken + list(args.recorded_recipe)) or "nothing"
+    return f"{used}; from the search's record in {Path(args.arch).name}: {origin} (options given here override it)"
 
 
 def make_data_for(arch, args: argparse.Namespace):
@@ -86,6 +118,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .training import check_resumable, train
 
     arch = Arch.from_json(args.arch)
+    used = apply_training_record(args, arch)
     check_dataset_name(args.dataset)
     config = train_config(args)
     out = Path(args.out)
@@ -100,6 +133,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if args.force and not args.resume:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     params, flops = count_params_and_flops(arch)
+    print(used, flush=True)
     started = time.perf_counter()
     model, metrics = train(arch, data, config, out_dir=out, progress=not args.quiet,
                            resume_from=last_checkpoint if args.resume else None)
@@ -151,9 +185,15 @@ def _register_core(commands) -> None:
     profile.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     profile.set_defaults(handler=cmd_profile)
 
-    retrain = commands.add_parser("retrain", help="train an architecture standalone (no nni needed)")
+    retrain = commands.add_parser("retrain", help="train an architecture standalone (no nni needed)",
+                                  description="Train an architecture standalone. The data set and training recipe "
+                                  "recorded in the file by 'mpn-nas search' (best_arch.json) are used unless "
+                                  "given here.")
     retrain.add_argument("arch", help="architecture JSON file (e.g. DIR/best_arch.json)")
     add_train_options(retrain)
+    # Left out on the command line, these come from the architecture's training record, else these defaults.
+    retrain.set_defaults(recorded_defaults={name: retrain.get_default(name) for name in RECORDED_OPTIONS},
+                         **{name: None for name in RECORDED_OPTIONS})
     retrain.add_argument("--out", required=True, help="output directory for model.pt and metrics.json")
     retrain.add_argument("--export", choices=("onnx", "pt2"), default=None,
                          help="also write model.onnx or model.pt2 (torch.export), runnable without mpn_nas")
