@@ -95,7 +95,7 @@ def apply_training_record(args: argparse.Namespace, arch) -> str:
             f"{args.router_lr_scale}, batch-size {args.batch_size}, seed {args.seed}")
     if not record:
         return f"{used} ({Path(args.arch).name} records no training: command line and defaults)"
-    origin = ", ".join(taken + list(args.recorded_recipe)) or "nothing"
+    origin = ", ".join(name.replace("_", "-") for name in [*taken, *args.recorded_recipe]) or "nothing"
     return f"{used}; from the search's record in {Path(args.arch).name}: {origin} (options given here override it)"
 
 
@@ -115,6 +115,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .complexity import count_params_and_flops
     from .data import check_dataset_name
     from .files import atomic_write_text
+    from .history import EpochHistory
     from .training import check_resumable, train
 
     arch = Arch.from_json(args.arch)
@@ -135,19 +136,25 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     params, flops = count_params_and_flops(arch)
     print(used, flush=True)
     started = time.perf_counter()
-    model, metrics = train(arch, data, config, out_dir=out, progress=not args.quiet,
+    # Lightning's progress bar on a terminal; redirected, one line per epoch (the bar would flood the log).
+    progress = not args.quiet and sys.stdout.isatty()
+    history = EpochHistory(out / "metrics.csv", echo=not args.quiet and not progress)
+    model, metrics = train(arch, data, config, out_dir=out, progress=progress, callbacks=[history],
                            resume_from=last_checkpoint if args.resume else None)
     metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))
     save_model(out / "model.pt", arch, model)
     arch.to_json(out / "arch.json")
+    written = [out / "model.pt"]
     if args.export:
         from .export import export_model
 
         exported = export_model(model, arch, args.export, out / f"model.{args.export}")
         metrics["exported"] = exported.name
+        written.append(exported)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    written += [out / "metrics.json", out / "metrics.csv"]
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}  "
-          f"params {params:,}  flops {flops:,}\nwrote {out / 'model.pt'} and {out / 'metrics.json'}")
+          f"params {params:,}  flops {flops:,}\nwrote {', '.join(map(str, written))}")
     return 0
 
 
@@ -199,7 +206,7 @@ def _register_core(commands) -> None:
                          help="also write model.onnx or model.pt2 (torch.export), runnable without mpn_nas")
     retrain.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     retrain.add_argument("--force", action="store_true", help="start again, overwriting a previous retrain in OUT")
-    retrain.add_argument("--quiet", action="store_true", help="no progress bar")
+    retrain.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     retrain.set_defaults(handler=cmd_retrain)
 
 
