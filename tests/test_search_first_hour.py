@@ -79,3 +79,25 @@ def test_default_output_is_our_lines_and_resume_extends_a_finished_search(tmp_pa
     assert after[:2] == before and [r["trial"] for r in after] == ["1", "2", "3"]  # not trained again
     assert json.loads((out / "search.json").read_text())["settings"]["trials"] == 3
     assert json.loads((out / "summary.json").read_text())["trials_succeeded"] == 3
+
+
+@pytest.mark.slow
+def test_the_readmes_nas_experiment_example_runs_as_written(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    from mpn_nas import Arch, profile
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- nas-experiment-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.py").write_text(block)
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    arch = Arch.from_json(tmp_path / "best_arch.json")
+    assert profile(arch, latency=False).params <= 30_000
+    assert (tmp_path / "nni-experiments").is_dir()  # NNI wrote under the example's folder, not HOME
