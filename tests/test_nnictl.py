@@ -15,11 +15,11 @@ from helpers import REPO, free_port, port_in_use
 VENV_BIN = Path(sys.executable).parent
 
 
-def activated_venv_env(home: Path) -> dict:
+def activated_venv_env() -> dict:
     """A fresh shell after ``. .venv/bin/activate``: the venv's scripts first on PATH, then the system's.
     (PYTHONPATH is passed through so that a checkout other than the installed one tests itself.)"""
-    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(home), "VIRTUAL_ENV": str(VENV_BIN.parent),
-           "LANG": "C.UTF-8"}
+    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"),
+           "VIRTUAL_ENV": str(VENV_BIN.parent), "LANG": "C.UTF-8"}
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
@@ -43,7 +43,7 @@ def test_nnictl_experiment_from_the_shipped_digits_config(tmp_path):
     port = free_port()
     # The shell the README asks for (the environment activated) and nothing else: NNI's local training
     # service runs the trial command with the manager's environment, so this is all a trial can rely on.
-    env = {**activated_venv_env(tmp_path), "NNI_EXP_DIR": str(tmp_path / "nni")}
+    env = {**activated_venv_env(), "NNI_EXP_DIR": str(tmp_path / "nni")}
     created = subprocess.run(["nnictl", "create", "--config", "config.yml", "--port", str(port)], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120, env=env)
     assert created.returncode == 0, created.stdout + created.stderr
