@@ -1,7 +1,6 @@
 """The command line as a new user meets it: --debug anywhere, unmet GPU requests answered before any
 work, retrain following the training record of a search."""
 import argparse
-import json
 
 import pytest
 
