@@ -64,7 +64,39 @@ def train_config(args: argparse.Namespace):
 
     return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
                        router_lr_scale=args.router_lr_scale, batch_size=args.batch_size, seed=args.seed,
-                       device=args.device)
+                       device=args.device, **getattr(args, "recorded_recipe", {}))
+
+
+# Options retrain takes from the architecture's training record (``best_arch.json`` of a search) when
+# the command line leaves them out; the record's other recipe fields (no options) are used as they are.
+RECORDED_OPTIONS = ("dataset", "data_dir", "optimizer", "lr", "router_lr_scale", "batch_size", "seed")
+
+
+def apply_training_record(args: argparse.Namespace, arch) -> str:
+    """Fill the options the command line left out from ``arch``'s training record, else their
+    defaults; returns one line saying what training uses and where it came from."""
+    from .recipe import recorded_training
+
+    record = recorded_training(arch, args.arch) or {}
+    recipe = dict(record.get("recipe", {}))
+    recorded = {"dataset": record.get("dataset"), "data_dir": record.get("data_dir"), **recipe}
+    taken = []
+    for name, default in args.recorded_defaults.items():
+        if getattr(args, name) is not None:
+            continue
+        value = recorded.get(name)
+        if name == "data_dir" and "dataset" not in taken:  # a data directory only goes with its data set
+            value = None
+        setattr(args, name, default if value is None else value)
+        if value is not None:
+            taken.append(name)
+    args.recorded_recipe = {k: v for k, v in recipe.items() if k not in RECORDED_OPTIONS}
+    used = (f"training {args.epochs} epochs on {args.dataset} with {args.optimizer}, lr {args.lr}, router-lr-scale "
+            f"{args.router_lr_scale}, batch-size {args.batch_size}, seed {args.seed}")
+    if not record:
+        return f"{used} ({Path(args.arch).name} records no training: command line and defaults)"
+    origin = ", ".join(name.replace("_", "-") for name in [*taken, *args.recorded_recipe]) or "nothing"
+    return f"{used}; from the search's record in {Path(args.arch).name}: {origin} (options given here override it)"
 
 
 def make_data_for(arch, args: argparse.Namespace):
@@ -83,9 +115,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .complexity import count_params_and_flops
     from .data import check_dataset_name
     from .files import atomic_write_text
+    from .history import EpochHistory
     from .training import check_resumable, train
 
     arch = Arch.from_json(args.arch)
+    used = apply_training_record(args, arch)
     check_dataset_name(args.dataset)
     config = train_config(args)
     out = Path(args.out)
@@ -100,20 +134,27 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if args.force and not args.resume:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     params, flops = count_params_and_flops(arch)
+    print(used, flush=True)
     started = time.perf_counter()
-    model, metrics = train(arch, data, config, out_dir=out, progress=not args.quiet,
+    # Lightning's progress bar on a terminal; redirected, one line per epoch (the bar would flood the log).
+    progress = not args.quiet and sys.stdout.isatty()
+    history = EpochHistory(out / "metrics.csv", echo=not args.quiet and not progress)
+    model, metrics = train(arch, data, config, out_dir=out, progress=progress, callbacks=[history],
                            resume_from=last_checkpoint if args.resume else None)
     metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))
     save_model(out / "model.pt", arch, model)
     arch.to_json(out / "arch.json")
+    written = [out / "model.pt"]
     if args.export:
         from .export import export_model
 
         exported = export_model(model, arch, args.export, out / f"model.{args.export}")
         metrics["exported"] = exported.name
+        written.append(exported)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    written += [out / "metrics.json", out / "metrics.csv"]
     print(f"test_accuracy {metrics['test_accuracy']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}  "
-          f"params {params:,}  flops {flops:,}\nwrote {out / 'model.pt'} and {out / 'metrics.json'}")
+          f"params {params:,}  flops {flops:,}\nwrote {', '.join(map(str, written))}")
     return 0
 
 
@@ -139,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     _register_core(commands)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
+    for command in commands.choices.values():  # also after the subcommand; SUPPRESS keeps the top level's value
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
 
@@ -149,15 +192,21 @@ def _register_core(commands) -> None:
     profile.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     profile.set_defaults(handler=cmd_profile)
 
-    retrain = commands.add_parser("retrain", help="train an architecture standalone (no nni needed)")
+    retrain = commands.add_parser("retrain", help="train an architecture standalone (no nni needed)",
+                                  description="Train an architecture standalone. The data set and training recipe "
+                                  "recorded in the file by 'mpn-nas search' (best_arch.json) are used unless "
+                                  "given here.")
     retrain.add_argument("arch", help="architecture JSON file (e.g. DIR/best_arch.json)")
     add_train_options(retrain)
+    # Left out on the command line, these come from the architecture's training record, else these defaults.
+    retrain.set_defaults(recorded_defaults={name: retrain.get_default(name) for name in RECORDED_OPTIONS},
+                         **{name: None for name in RECORDED_OPTIONS})
     retrain.add_argument("--out", required=True, help="output directory for model.pt and metrics.json")
     retrain.add_argument("--export", choices=("onnx", "pt2"), default=None,
                          help="also write model.onnx or model.pt2 (torch.export), runnable without mpn_nas")
     retrain.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     retrain.add_argument("--force", action="store_true", help="start again, overwriting a previous retrain in OUT")
-    retrain.add_argument("--quiet", action="store_true", help="no progress bar")
+    retrain.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     retrain.set_defaults(handler=cmd_retrain)
 
 
@@ -168,6 +217,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.filterwarnings("ignore")
     try:
         args = build_parser().parse_args(argv)
+        from .devices import check_gpu_request  # before any work: a missing GPU is one line, for every command
+
+        check_gpu_request(getattr(args, "device", None), getattr(args, "gpus", None))
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except UserError as err:

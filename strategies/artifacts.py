@@ -25,7 +25,7 @@ def write_trials_csv(path: Path, rows: Iterable[dict], labels: Sequence[str],
     writer.writeheader()
     for row in rows:
         if front is not None:
-            row = {**row, PARETO_COLUMN: int(int(row["trial"]) in front)}
+            row = {**row, PARETO_COLUMN: int(row["trial"] not in (None, "") and int(row["trial"]) in front)}
         writer.writerow(row)
     atomic_write_text(path, buffer.getvalue())
 

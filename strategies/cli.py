@@ -30,7 +30,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search import SearchSettings, run_search
 
     if args.resume:
-        run_search(SearchSettings.resumed(Path(args.resume), quiet=args.quiet))
+        check_resume_options(args)
+        run_search(SearchSettings.resumed(Path(args.resume), quiet=args.quiet, verbose=args.verbose,
+                                          trials=args.trials if "trials" in args.given else None))
         return 0
     if not args.out:
         raise UserError("pass --out DIR for a new search, or --resume DIR to continue one")
@@ -39,9 +41,46 @@ def cmd_search(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, strategy=args.strategy, objective=args.objective, budget=budget_from(args), trials=args.trials,
         epochs=args.epochs, engine=args.engine, concurrency=args.concurrency, gpus=args.gpus, port=args.port,
         seed=args.seed, batch_size=args.batch_size, lr=args.lr, device=args.device, force=args.force,
-        quiet=args.quiet)
+        quiet=args.quiet, verbose=args.verbose)
     run_search(settings)
     return 0
+
+
+# What may go with --resume DIR: the number of trials (to extend the search) and how much to print.
+RESUME_OPTIONS = ("resume", "trials", "quiet", "verbose", "debug")
+
+
+def check_resume_options(args: argparse.Namespace) -> None:
+    """Refuse settings given with ``--resume``: the search keeps the ones it was started with."""
+    from mpn_nas.errors import UserError
+
+    from .search import SearchSettings, kept_settings_text
+
+    refused = sorted(set(args.given) - set(RESUME_OPTIONS))
+    if refused:
+        kept = kept_settings_text(SearchSettings.resumed(Path(args.resume)))
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise UserError(f"--resume keeps the settings of the search in {args.resume} ({kept}); only --trials N "
+                        f"(to extend it), --quiet and --verbose go with it: drop {flags}")
+
+
+def record_given_options(parser: argparse.ArgumentParser) -> None:
+    """After parsing, ``args.given`` names the options the command line gave (defaults filled in
+    afterwards), so that ``--resume`` can refuse any setting given with it, even one equal to its default."""
+    defaults = {}
+    for action in parser._actions:  # argparse has no public way to tell a default from a given value
+        if action.option_strings and action.dest not in ("help", "debug"):
+            defaults[action.dest], action.default = action.default, argparse.SUPPRESS
+    handler = parser.get_default("handler")
+
+    def with_defaults(args: argparse.Namespace) -> int:
+        args.given = [dest for dest in defaults if hasattr(args, dest)]
+        for dest, value in defaults.items():
+            if not hasattr(args, dest):
+                setattr(args, dest, value)
+        return handler(args)
+
+    parser.set_defaults(handler=with_defaults)
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
@@ -76,10 +115,14 @@ def register(commands) -> None:
     search.add_argument("--lr", type=float, default=0.05)
     search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="trial device")
     search.add_argument("--out", help="directory for best_arch.json, trials.csv, summary.json, ...")
-    search.add_argument("--resume", metavar="DIR", help="continue an interrupted search in DIR (its settings are kept)")
+    search.add_argument("--resume", metavar="DIR", help="continue an interrupted search in DIR, or extend a finished "
+                        "one with --trials N (its other settings are kept)")
     search.add_argument("--force", action="store_true", help="overwrite a previous search in --out")
-    search.add_argument("--quiet", action="store_true")
+    output = search.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
+    output.add_argument("--verbose", action="store_true", help="also show NNI's log (always in OUT/nni.log)")
     search.set_defaults(handler=cmd_search)
+    record_given_options(search)
 
     trial = commands.add_parser("trial", help="trial command for nnictl experiments (reads NNI's parameters)")
     add_space_options(trial)

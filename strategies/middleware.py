@@ -72,6 +72,22 @@ class TrialRecord:
     seconds: Optional[float] = None
     reason: str = ""
     model: Any = field(default=None, repr=False)  # the engine only keeps weak references to running models
+    network: str = ""  # the network's key (see TrialRecorder's ``network_key``)
+
+
+@dataclass
+class DuplicateRecord:
+    """A proposal of a network already trained in this search: not trained again."""
+
+    sample: dict
+    of_trial: int
+    status: str
+    val_accuracy: Optional[float]
+
+
+# Consecutive proposals of networks already trained before the recorder says the budget is spent:
+# the strategy is only revisiting what it has (a small or exhausted space).
+DUPLICATE_PATIENCE = 200
 
 
 class TrialRecorder(StrategyMiddleware):
@@ -80,15 +96,31 @@ class TrialRecorder(StrategyMiddleware):
     Models the filter below rejects are not trials: they are not recorded here. ``replay`` maps
     :func:`sample_key` of samples finished by an earlier, interrupted run to ``(status, accuracy)``:
     such samples are not trained again; the strategy receives their old result at once.
+
+    Each network is trained once: ``network_key(sample)`` names the network a sample builds (different
+    samples can repair to one network). A later proposal of a network already trained (``trained``
+    holds those of an earlier run: key -> ``(trial, status, accuracy)``) gets that result at once and
+    ``on_duplicate(DuplicateRecord)``; one proposed while the network trains waits for its result.
+    Duplicates are not trials (the engine never sees them, so they use none of its trial budget);
+    after ``patience`` in a row, :meth:`budget_available` says no and :attr:`exhausted` is set.
     """
 
     def __init__(self, on_end: Callable[[TrialRecord], None] = lambda record: None, first_index: int = 1,
-                 replay: Optional[Mapping[str, tuple[str, Optional[float]]]] = None) -> None:
+                 replay: Optional[Mapping[str, tuple[str, Optional[float]]]] = None,
+                 network_key: Optional[Callable[[Mapping[str, Any]], str]] = None,
+                 trained: Optional[Mapping[str, tuple[int, str, Optional[float]]]] = None,
+                 on_duplicate: Callable[[DuplicateRecord], None] = lambda record: None,
+                 patience: int = DUPLICATE_PATIENCE) -> None:
         super().__init__()
-        self.on_end = on_end
+        self.on_end, self.on_duplicate = on_end, on_duplicate
         self.records: dict[int, TrialRecord] = {}  # by id(model)
         self.replay = dict(replay or {})
         self.replayed: list[ExecutableModelSpace] = []
+        self.network_key = network_key or sample_key
+        self.trained: dict[str, tuple[int, str, Optional[float]]] = dict(trained or {})
+        self.waiting: dict[str, list[ExecutableModelSpace]] = {}  # network in training -> its duplicates
+        self.duplicates, self.patience, self.exhausted = 0, patience, False
+        self._duplicates_in_a_row = 0
         self._next_index = first_index
         self._lock = threading.Lock()
 
@@ -109,11 +141,36 @@ class TrialRecorder(StrategyMiddleware):
             if previous is not None:
                 self._replay(model, *previous)
                 continue
+            network = self.network_key(model.sample)
             with self._lock:
-                self.records[id(model)] = TrialRecord(0, dict(model.sample), model=model)
+                done = self.trained.get(network)
+                if done is None and network in self.waiting:  # in training now: answered when it ends
+                    self.waiting[network].append(model)
+                    self._duplicates_in_a_row += 1
+                    continue
+                if done is None:
+                    self._duplicates_in_a_row = 0
+                    self.waiting[network] = []
+                    self.records[id(model)] = TrialRecord(0, dict(model.sample), model=model, network=network)
+            if done is not None:
+                self._duplicates_in_a_row += 1
+                self._answer_duplicate(model, *done)
+                continue
             to_train.append(model)
         if to_train:
             self.engine.submit_models(*to_train)
+
+    def _answer_duplicate(self, model: ExecutableModelSpace, trial: int, status: str,
+                          accuracy: Optional[float]) -> None:
+        self.duplicates += 1
+        self.on_duplicate(DuplicateRecord(dict(model.sample), trial, status, accuracy))
+        self._replay(model, status, accuracy)
+
+    def budget_available(self) -> bool:
+        if self._duplicates_in_a_row >= self.patience:
+            self.exhausted = True
+            return False
+        return self.engine.budget_available()
 
     def _replay(self, model: ExecutableModelSpace, status: str, accuracy: Optional[float]) -> None:
         self.replayed.append(model)
@@ -149,7 +206,15 @@ class TrialRecorder(StrategyMiddleware):
             # Screened out below us, or cut short by Ctrl-C (to be run again on --resume): not a finished trial.
             if record is None or event.status in (ModelStatus.Invalid, ModelStatus.Interrupted):
                 self.records.pop(id(event.model), None)
-                return
+                waiting = self.waiting.pop(record.network, []) if record is not None else []
+                resubmit = event.status == ModelStatus.Invalid and waiting
+            else:
+                resubmit = None
+        if resubmit is not None:
+            if resubmit:  # duplicates of a network the filter rejected: the filter answers them too
+                self.engine.submit_models(*waiting)
+            return
+        with self._lock:
             record.index, self._next_index = self._next_index, self._next_index + 1
             record.seconds = round(time.time() - record.started, 2)
             if event.status == ModelStatus.Trained and record.val_accuracy is None:
@@ -163,7 +228,12 @@ class TrialRecorder(StrategyMiddleware):
 
     def _finish(self, record: TrialRecord) -> None:
         record.model = None
+        with self._lock:
+            self.trained[record.network] = (record.index, record.status, record.val_accuracy)
+            waiting = self.waiting.pop(record.network, [])
         self.on_end(record)
+        for model in waiting:
+            self._answer_duplicate(model, record.index, record.status, record.val_accuracy)
 
     def state_dict(self) -> dict:
         return {"next_index": self._next_index}

@@ -10,16 +10,20 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from mpn_nas.devices import check_gpu_request
 from mpn_nas.errors import UserError
+from mpn_nas.recipe import training_record, with_training_record
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
 from search_spaces.config import DATASET_SHAPES, SpaceConfig, config_from_dict, load_config, sample_to_arch
 
 from .artifacts import plot_pareto, read_trials_csv, write_json, write_trials_csv
-from .middleware import TrialRecord, sample_key
+from .console import NNI_LOG_FILE, nni_log_routing, say, verbosity_of
+from .middleware import DuplicateRecord, TrialRecord, sample_key
 from .pareto import row_sample, front_trials, write_front
 from .registry import check_objective, check_strategy_name
 
@@ -50,25 +54,51 @@ class SearchSettings:
     device: str = "auto"
     force: bool = False
     quiet: bool = False
+    verbose: bool = False
     resume: bool = False
+    # The trials the strategy's population was sized for: kept when --resume extends --trials, so the
+    # resumed strategy proposes what it proposed before and gets the recorded results back.
+    strategy_trials: Optional[int] = None
 
     def to_dict(self) -> dict:
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("out", "force", "quiet", "resume")}
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_ONLY_SETTINGS}
         doc["budget"] = self.budget.to_dict()
         return doc
 
+    @property
+    def verbosity(self) -> str:
+        return verbosity_of(self.quiet, self.verbose)
+
     @classmethod
-    def resumed(cls, out: Path, quiet: bool = False) -> "SearchSettings":
-        """The settings an earlier search in ``out`` was started with."""
+    def resumed(cls, out: Path, quiet: bool = False, verbose: bool = False,
+                trials: Optional[int] = None) -> "SearchSettings":
+        """The settings an earlier search in ``out`` was started with; ``trials`` extends (or shortens) it."""
         path = Path(out) / SETTINGS_FILE
         if not path.is_file():
             raise UserError(f"{out} holds no search to resume ({SETTINGS_FILE} missing); start one with --out")
         try:
             doc = json.loads(path.read_text())["settings"]
             doc["budget"] = Budget(**doc["budget"])
-            return cls(out=Path(out), quiet=quiet, resume=True, **doc)
+            settings = cls(out=Path(out), quiet=quiet, verbose=verbose, resume=True, **doc)
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise UserError(f"{path} is not an mpn-nas search file ({type(err).__name__}); cannot resume") from None
+        if trials is not None and trials != settings.trials:
+            settings.strategy_trials = settings.strategy_trials or settings.trials
+            settings.trials = trials
+        return settings
+
+
+# Settings of one invocation, not of the search (never saved, never compared on --resume).
+RUN_ONLY_SETTINGS = ("out", "force", "quiet", "verbose", "resume")
+
+
+def kept_settings_text(settings: SearchSettings) -> str:
+    """The saved settings a resumed search keeps, as ``name value`` pairs for a one-line message."""
+    doc = settings.to_dict()
+    budget = ", ".join(f"{k} {v}" for k, v in doc.pop("budget").items() if v is not None) or "no budget"
+    doc.pop("space_config", None)
+    doc.pop("strategy_trials", None)
+    return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in doc.items() if v is not None) + f", {budget}"
 
 
 def dataset_shape(dataset: str, data_dir: Optional[str]) -> tuple[int, int, int]:
@@ -93,6 +123,7 @@ def validate(settings: SearchSettings) -> None:
     if settings.engine == "sequential" and (settings.concurrency > 1 or settings.gpus):
         raise UserError("--concurrency and --gpus need --engine ts (the sequential engine trains one trial at a time "
                         "in this process)")
+    check_gpu_request(settings.device, settings.gpus)  # also for resumed settings, before NNI's manager starts
     if settings.engine == "ts" and not port_is_free(settings.port):
         raise UserError(f"port {settings.port} is already in use; pass another --port for NNI's manager")
 
@@ -121,10 +152,11 @@ def create_output(settings: SearchSettings, config: SpaceConfig) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not settings.resume:
-            for stale in ("trials.csv", "summary.json", "best_arch.json", "pareto.png"):
+            for stale in ("trials.csv", "summary.json", "best_arch.json", "pareto.png", NNI_LOG_FILE):
                 (out / stale).unlink(missing_ok=True)
-            saved = settings.to_dict() | {"space_config": config.to_dict()}  # contents, not a path that may move
-            write_json(out / SETTINGS_FILE, {"format": "mpn-nas/search-settings", "version": 1, "settings": saved})
+        # Also on --resume: --trials may have extended the search.
+        saved = settings.to_dict() | {"space_config": config.to_dict()}  # contents, not a path that may move
+        write_json(out / SETTINGS_FILE, {"format": "mpn-nas/search-settings", "version": 1, "settings": saved})
     except OSError as err:
         raise UserError(f"output directory {out} is not writable ({err.strerror}); pass another --out") from None
 
@@ -163,12 +195,35 @@ class SearchLog:
                "seconds": record.seconds, "reason": reason, **record.sample}
         self.rows.append(row)
         write_trials_csv(self.settings.out / "trials.csv", self.rows, self.labels, front=self.front())
-        if not self.settings.quiet:
-            best = self.best()
-            shown = "failed: " + reason if record.status == "failed" else f"val_acc {record.val_accuracy:.4f}"
-            best_text = f"best {best['val_accuracy']:.4f} (trial {best['trial']})" if best else "no success yet"
-            print(f"[trial {record.index}/{self.settings.trials}] {shown}  params {cost.params:,}  "
-                  f"flops {cost.flops:,}  {record.seconds:.1f}s | {best_text}", flush=True)
+        best = self.best()
+        shown = "failed: " + reason if record.status == "failed" else f"val_acc {record.val_accuracy:.4f}"
+        best_text = f"best {best['val_accuracy']:.4f} (trial {best['trial']})" if best else "no success yet"
+        say(self.settings.verbosity, f"[trial {record.index}/{self.settings.trials}] {shown}  params {cost.params:,}  "
+                                     f"flops {cost.flops:,}  {record.seconds:.1f}s | {best_text}")
+
+    def duplicate_proposed(self, duplicate: DuplicateRecord) -> None:
+        """A row for a proposal of a network already trained (not a trial: it has no trial number)."""
+        cost = arch_cost(sample_to_arch(self.config, duplicate.sample))
+        self.rows.append({"trial": None, "status": DUPLICATE, "params": cost.params, "flops": cost.flops,
+                          "val_accuracy": None if duplicate.val_accuracy is None else round(duplicate.val_accuracy, 6),
+                          "seconds": None,
+                          "reason": f"duplicate of trial {duplicate.of_trial}", **duplicate.sample})
+        write_trials_csv(self.settings.out / "trials.csv", self.rows, self.labels, front=self.front())
+
+    @property
+    def trials_done(self) -> int:
+        """Trained trials (duplicates excluded)."""
+        return sum(r["status"] != DUPLICATE for r in self.rows)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r["status"] == DUPLICATE for r in self.rows)
+
+    def trained_networks(self) -> dict[str, tuple[int, str, Optional[float]]]:
+        """Networks trained by an earlier run, for the recorder's duplicate check."""
+        return {network_key(self.config, {k: row[k] for k in self.labels}): (row["trial"], row["status"],
+                                                                             row["val_accuracy"])
+                for row in self.rows if row["status"] != DUPLICATE}
 
     def front(self) -> Optional[list[int]]:
         """Trial numbers on the Pareto front (marked in trials.csv) when searching for the front."""
@@ -182,7 +237,23 @@ class SearchLog:
 
     def replay_table(self) -> dict[str, tuple[str, Optional[float]]]:
         """Finished samples of an earlier run, for :class:`~strategies.middleware.TrialRecorder`."""
-        return {sample_key({k: row[k] for k in self.labels}): (row["status"], row["val_accuracy"]) for row in self.rows}
+        return {sample_key({k: row[k] for k in self.labels}): (_replayed_status(row), row["val_accuracy"])
+                for row in self.rows}
+
+
+def _replayed_status(row: dict) -> str:
+    """A duplicate row replays the result of the network it duplicates."""
+    if row["status"] != DUPLICATE:
+        return row["status"]
+    return "failed" if row["val_accuracy"] is None else "succeeded"
+
+
+DUPLICATE = "duplicate"  # the status in trials.csv of a proposal of a network already trained
+
+
+def network_key(config: SpaceConfig, sample: dict) -> str:
+    """Equal for samples that build the same network (after the space's repair rules)."""
+    return sample_to_arch(config, sample).to_json()
 
 
 def load_previous_rows(out: Path, config: SpaceConfig) -> list[dict]:
@@ -190,7 +261,7 @@ def load_previous_rows(out: Path, config: SpaceConfig) -> list[dict]:
     path = out / "trials.csv"
     if not path.is_file():
         return []
-    return [{"trial": int(row["trial"]), "status": row["status"], "params": int(row["params"]),
+    return [{"trial": int(row["trial"]) if row["trial"] else None, "status": row["status"], "params": int(row["params"]),
              "flops": int(row["flops"]), "val_accuracy": float(row["val_accuracy"]) if row["val_accuracy"] else None,
              "seconds": float(row["seconds"]) if row["seconds"] else None, "reason": row["reason"],
              **row_sample(row, config)} for row in read_trials_csv(path)]
@@ -234,18 +305,12 @@ def space_config_of(settings: SearchSettings) -> SpaceConfig:
 
 def run_search(settings: SearchSettings) -> dict:
     """Run (or resume) the search; returns the summary written to ``OUT/summary.json``."""
-    from nni.nas.experiment import NasExperiment
-
-    from search_spaces.evaluation import make_evaluator
-    from search_spaces.spaces import make_space
-
-    from .budgeted import with_budget
-    from .middleware import TrialRecorder
-    from .registry import ONESHOT_STRATEGIES, make_strategy
+    from .registry import ONESHOT_STRATEGIES
 
     validate(settings)
     if settings.strategy in ONESHOT_STRATEGIES:
         from .oneshot import run_oneshot_search
+
         return run_oneshot_search(settings)
     check_output(settings)
     config = space_config_of(settings)
@@ -253,25 +318,46 @@ def run_search(settings: SearchSettings) -> dict:
     smallest = require_feasible(config, settings.budget)
     create_output(settings, config)
     log = SearchLog(settings, config, load_previous_rows(settings.out, config) if settings.resume else [])
-    remaining = settings.trials - len(log.rows)
+    remaining = settings.trials - log.trials_done
     if remaining <= 0:
+        say("normal", f"{settings.out} already holds {log.trials_done} trials; pass --trials N (more than "
+                      f"{log.trials_done}) with --resume to extend the search")
         return write_summary(settings, config, log, 0, 0.0, interrupted=False)
+    with nni_log_routing(settings.out, settings.verbosity):  # from the first NNI object on
+        return run_multi_trial(settings, config, log, smallest, remaining)
+
+
+def run_multi_trial(settings: SearchSettings, config: SpaceConfig, log: SearchLog, smallest, remaining: int) -> dict:
+    """A ``NasExperiment`` training ``remaining`` trials of the strategy under the budget."""
+    from nni.nas.experiment import NasExperiment
+
+    from search_spaces.evaluation import make_evaluator
+    from search_spaces.spaces import make_space
+
+    from .budgeted import with_budget
+    from .middleware import TrialRecorder
+    from .registry import make_strategy
+
     space = make_space(settings.space, config=config.to_dict())
     recorder = TrialRecorder(on_end=log.trial_ended, replay=log.replay_table(),
-                             first_index=max((r["trial"] for r in log.rows), default=0) + 1)
-    strategy = with_budget(make_strategy(settings.strategy, settings.trials, settings.seed, config=config,
-                                         budget=settings.budget, objective=settings.objective),
+                             first_index=max((r["trial"] for r in log.rows if r["trial"]), default=0) + 1,
+                             network_key=partial(network_key, config), trained=log.trained_networks(),
+                             on_duplicate=log.duplicate_proposed)
+    strategy = with_budget(make_strategy(settings.strategy, settings.strategy_trials or settings.trials,
+                                         settings.seed, config=config, budget=settings.budget,
+                                         objective=settings.objective),
                            config, settings.budget, recorder)
     trial_device = settings.device if settings.engine == "ts" or settings.device != "auto" else "cpu"
     evaluator = make_evaluator(dataset=settings.dataset, data_dir=settings.data_dir, epochs=settings.epochs,
                                batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, device=trial_device,
                                threads=trial_threads(settings))
     experiment = NasExperiment(space, evaluator, strategy, experiment_config(settings, remaining))
-    if not settings.quiet:
-        print(f"{'resuming' if log.rows else 'searching'} {settings.space} space ({config.size():,} samples, smallest "
-              f"{smallest.params:,} params) on {settings.dataset} with {settings.strategy}: {remaining} of "
-              f"{settings.trials} trials of {settings.epochs} epochs to go"
-              + (f"; web UI on http://127.0.0.1:{settings.port}" if settings.engine == "ts" else ""), flush=True)
+    say(settings.verbosity,
+        f"{'resuming' if log.rows else 'searching'} {settings.space} space ({config.size():,} samples, smallest "
+        f"{smallest.params:,} params) on {settings.dataset} with {settings.strategy}: {remaining} of "
+        f"{settings.trials} trials of {settings.epochs} epochs to go"
+        + (f"; web UI on http://127.0.0.1:{settings.port}" if settings.engine == "ts" else "")
+        + f"; NNI's log: {settings.out / NNI_LOG_FILE}")
     started = time.time()
     interrupted = False
     with sigterm_as_interrupt():
@@ -283,7 +369,14 @@ def run_search(settings: SearchSettings) -> dict:
             interrupted = True
         finally:
             _stop_quietly(experiment)
-    summary = write_summary(settings, config, log, strategy.screened_out, time.time() - started, interrupted)
+    if not interrupted and log.trials_done < settings.trials:
+        why = (f"proposed {recorder.patience} networks in a row that were already trained" if recorder.exhausted
+               else "had no new samples left")
+        print(f"stopped after {log.trials_done} of {settings.trials} trials: the strategy {why} ({log.duplicates} "
+              "proposals were duplicates of trained networks); this space holds few distinct networks within the "
+              "budget", flush=True)
+    summary = write_summary(settings, config, log, strategy.screened_out, time.time() - started, interrupted,
+                            exhausted=recorder.exhausted)
     if interrupted:
         raise KeyboardInterrupt
     return summary
@@ -296,8 +389,17 @@ def _stop_quietly(experiment) -> None:
         pass
 
 
+def search_training_record(settings: SearchSettings, arch) -> dict:
+    """The data set and recipe the search's trials trained ``arch`` with (the evaluator's settings),
+    for ``retrain`` to follow."""
+    from mpn_nas.training import TrainConfig
+
+    config = TrainConfig(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed)
+    return training_record(settings.dataset, settings.data_dir, config, arch)
+
+
 def write_summary(settings: SearchSettings, config: SpaceConfig, log: SearchLog, screened_out: int,
-                  seconds: float, interrupted: bool) -> dict:
+                  seconds: float, interrupted: bool, exhausted: bool = False) -> dict:
     out = settings.out
     best = log.best()
     summary = {
@@ -305,11 +407,12 @@ def write_summary(settings: SearchSettings, config: SpaceConfig, log: SearchLog,
         "trials_requested": settings.trials,
         "trials_succeeded": sum(r["status"] == "succeeded" for r in log.rows),
         "trials_failed": sum(r["status"] == "failed" for r in log.rows),
-        "screened_out": screened_out, "seconds": round(seconds, 1), "interrupted": interrupted, "best": None,
+        "screened_out": screened_out, "duplicates": log.duplicates, "space_exhausted": exhausted,
+        "seconds": round(seconds, 1), "interrupted": interrupted, "best": None,
     }
     if best is not None:
         arch = sample_to_arch(config, {k: best[k] for k in log.labels})
-        arch.to_json(out / "best_arch.json")
+        with_training_record(arch, search_training_record(settings, arch)).to_json(out / "best_arch.json")
         summary["best"] = {k: best[k] for k in ("trial", "val_accuracy", "params", "flops")}
         summary["best"]["arch_file"] = "best_arch.json"
         front = log.front()
@@ -324,8 +427,9 @@ def write_summary(settings: SearchSettings, config: SpaceConfig, log: SearchLog,
               f"'mpn-nas search --resume {out}'", file=sys.stderr, flush=True)
     elif best is None:
         raise RuntimeError(f"all {len(log.rows)} trials failed; see the reason column of {out / 'trials.csv'}")
-    elif not settings.quiet:
+    else:  # the final summary: printed even with --quiet
         print(f"best: trial {best['trial']} val_accuracy {best['val_accuracy']:.4f} params {best['params']:,} "
-              f"flops {best['flops']:,}\nwrote {out / 'best_arch.json'}, trials.csv, summary.json, pareto.png",
-              flush=True)
+              f"flops {best['flops']:,} (trials trained {log.trials_done}, over-budget samples skipped {screened_out}, "
+              f"duplicate networks not retrained {log.duplicates})\n"
+              f"wrote {out / 'best_arch.json'}, trials.csv, summary.json, pareto.png, {NNI_LOG_FILE}", flush=True)
     return summary
