@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from mpn_nas.errors import UserError
+from mpn_nas.recipe import with_training_record
 from mpn_nas.training import Classifier, TrainConfig, loader_settings, make_trainer, resolve_device
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
@@ -236,8 +237,8 @@ def run_oneshot_search(settings) -> dict:
 
     from .middleware import SampleFits
     from .search import SUMMARY_FORMAT
-    from .search import check_output, create_output, dataset_shape, load_previous_rows, sigterm_as_interrupt, \
-        space_config_of
+    from .search import check_output, create_output, dataset_shape, load_previous_rows, search_training_record, \
+        sigterm_as_interrupt, space_config_of
 
     if settings.engine != "sequential" or settings.concurrency > 1 or settings.gpus:
         raise UserError(f"--strategy {settings.strategy} trains one supernet in this process: use the default "
@@ -320,7 +321,8 @@ def run_oneshot_search(settings) -> dict:
                 started_subnet = time.time()
                 log.add(sample, evaluate(sample), time.time() - started_subnet)
     arch = sample_to_arch(config, chosen)
-    arch.to_json(out / "best_arch.json")
+    # retrain trains on the search's data set with its recipe (the supernet's epochs recorded as such)
+    with_training_record(arch, search_training_record(settings, arch)).to_json(out / "best_arch.json")
     chosen_row = next(r for r in log.rows if sample_to_arch(config, {k: r[k] for k in log.labels}) == arch)
     plot_pareto(out / "pareto.png", log.rows, objective=settings.objective)
     summary = {"supernet_seconds": round(train_seconds, 1), "seconds": round(time.time() - started, 1),
