@@ -166,7 +166,7 @@ def test_resumed_retrain_runs_only_the_remaining_epochs_and_ends_bit_identical(t
 
 
 def test_epoch_seed_refuses_a_resume_point_it_did_not_seed_for():
-    from mpn_nas.training import EpochSeed
+    from mpn_nas.resume import EpochSeed
 
     seed = EpochSeed(0)
     seed.on_load_checkpoint(None, None, {"loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 2}}}}})
