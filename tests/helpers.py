@@ -154,6 +154,20 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG file's header; fails unless the file is a PNG."""
+    import struct
+
+    header = Path(path).read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+def figure_pixels(width_inches: float, height_inches: float, dpi: int) -> tuple[int, int]:
+    """The PNG size matplotlib writes for a figure of this size (it truncates to whole pixels)."""
+    return int(width_inches * dpi), int(height_inches * dpi)
+
+
 def tiny_space_config(path: Path) -> Path:
     """A small resnet space (quick trials) written as a --space-config file."""
     import json

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from helpers import EXAMPLE_ARCHS, assert_clean_error, port_in_use, processes_in, reserved_port, run_cli, tiny_space_config
+from helpers import EXAMPLE_ARCHS, assert_clean_error, figure_pixels, png_size, port_in_use, processes_in, reserved_port, run_cli, tiny_space_config
 from mpn_nas import Arch, build_model, profile
 from mpn_nas.export import export_model, run_exported
 from search_spaces.config import load_config, sample_to_arch
@@ -13,8 +13,7 @@ MAX_PARAMS = 12_000
 
 
 def _check_artifacts(out, trials):
-    for name in ("best_arch.json", "trials.csv", "summary.json", "pareto.png"):
-        assert (out / name).is_file(), name
+    assert png_size(out / "pareto.png") == figure_pixels(6, 4, 120)
     summary = json.loads((out / "summary.json").read_text())
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == trials and summary["trials_succeeded"] == trials
