@@ -75,14 +75,19 @@ def test_digits_split_is_seeded_and_disjoint():
     assert make_data("digits", seed=4).train_set.indices != a.train_set.indices
 
 
-def test_retrain_rejects_mismatched_data_and_unknown_dataset(tmp_path):
-    cifar_arch = str(EXAMPLE_ARCHS / "cifar10_routed.json")
-    assert_clean_error(run_cli("retrain", cifar_arch, "--dataset", "digits", "--out", str(tmp_path / "a")), 2,
-                       "architecture expects")
-    assert_clean_error(run_cli("retrain", cifar_arch, "--dataset", "mnist", "--out", str(tmp_path / "b")), 2,
-                       "unknown dataset")
-    assert_clean_error(run_cli("retrain", cifar_arch, "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
-                               "--out", str(tmp_path / "c")), 2, "--download")
+def test_retrain_rejects_mismatched_data_and_unknown_dataset(tmp_path, capsys):
+    from mpn_nas.cli import main
+
+    def retrain(*args: str) -> SimpleNamespace:  # in-process: the same main() as the console script
+        capsys.readouterr()
+        return SimpleNamespace(returncode=main(["retrain", str(EXAMPLE_ARCHS / "cifar10_routed.json"), *args]),
+                               stderr=capsys.readouterr().err)
+
+    assert_clean_error(retrain("--dataset", "digits", "--out", str(tmp_path / "a")), 2, "architecture expects")
+    assert_clean_error(retrain("--dataset", "mnist", "--out", str(tmp_path / "b")), 2, "unknown dataset")
+    assert_clean_error(retrain("--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), "--out",
+                               str(tmp_path / "c")), 2, "--download")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # nothing written
 
 
 def test_routers_train_in_their_own_group_without_weight_decay():
