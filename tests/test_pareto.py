@@ -70,6 +70,13 @@ def test_crowding_distance_by_hand():
     assert distance[1] == pytest.approx(0.3 / 0.7 + 6 / 9)
     assert distance[2] == pytest.approx(0.6 / 0.7 + 5 / 9)
     assert all(math.isinf(d) for d in crowding_distance(points, [1, 2]).values())
+    three = crowding_distance(points, [0, 1, 3])  # the smallest front with a middle point
+    assert math.isinf(three[0]) and math.isinf(three[3]) and three[1] == pytest.approx(0.7 / 0.7 + 9 / 9)
+    # The same front listed in another order: neighbours are found by value, not by position.
+    shuffled = [points[2], points[0], points[3], points[1]]
+    distance = crowding_distance(shuffled, [0, 1, 2, 3])
+    assert distance[0] == pytest.approx(0.6 / 0.7 + 5 / 9) and distance[3] == pytest.approx(0.3 / 0.7 + 6 / 9)
+    assert math.isinf(distance[1]) and math.isinf(distance[2])
 
 
 def test_nsga2_survivors_keep_whole_fronts_then_the_least_crowded():
