@@ -23,6 +23,7 @@ KINDS = ("flops", "latency")
 
 def fake_latency_ms(arch, device: str = "cpu") -> float:
     """Deterministic stand-in for the measured batch-1 latency."""
+    assert device == "cpu"  # budgets are CPU latencies unless a device is passed
     return arch_cost(arch).params / 1000
 
 
@@ -101,6 +102,25 @@ def test_budget_check_at_the_limit_and_one_unit_over(kind):
     if kind == "latency":
         assert cost.latency_ms == at  # measured (here: the stand-in) only when a latency budget is set
     assert arch_cost(big).latency_ms is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_budget_below_the_smallest_sample_fails_at_once(kind):
+    from mpn_nas.errors import UserError
+    from search_spaces.budget import require_feasible
+
+    small = arch_cost(sample_to_arch(_config(), _sample(SMALL_WIDTH)))
+    if kind == "flops":
+        smallest, below, shown = small.flops, small.flops - 1, f"{small.flops:,}"
+    else:
+        smallest, below, shown = small.params / 1000, (small.params - 1) / 1000, f"{small.params / 1000:,.3f} ms"
+    cost = require_feasible(_config(), _budget(kind, smallest))  # the smallest sample exactly at the limit
+    assert (cost.flops, cost.latency_ms) == ((small.flops, None) if kind == "flops" else (small.flops, smallest))
+    flag = "max-flops" if kind == "flops" else "max-latency-ms"
+    with pytest.raises(UserError) as error:
+        require_feasible(_config(), _budget(kind, below))
+    assert str(error.value) == (f"budget --{flag} {below:,} is below the smallest architecture in this space "
+                                f"({shown}); raise --{flag} to at least {shown.split()[0].replace(',', '')}")
 
 
 @pytest.mark.parametrize("kind", KINDS)
