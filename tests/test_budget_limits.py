@@ -21,9 +21,12 @@ SMALL_WIDTH, BIG_WIDTH = 8, 16
 KINDS = ("flops", "latency")
 
 
-def fake_latency_ms(arch, device: str = "cpu") -> float:
+MEASURED = []  # (architecture, device) of every latency "measurement" of the running test
+
+
+def fake_latency_ms(arch, device: str) -> float:
     """Deterministic stand-in for the measured batch-1 latency."""
-    assert device == "cpu"  # budgets are CPU latencies unless a device is passed
+    MEASURED.append((arch, device))
     return arch_cost(arch).params / 1000
 
 
@@ -31,7 +34,10 @@ def fake_latency_ms(arch, device: str = "cpu") -> float:
 def _deterministic_latency(monkeypatch):
     import search_spaces.budget as budget
 
+    MEASURED.clear()
     monkeypatch.setattr(budget, "_latency_ms", fake_latency_ms)
+    yield
+    assert all(device == "cpu" for _, device in MEASURED)  # budgets are CPU latencies unless told otherwise
 
 
 def _config():
@@ -50,15 +56,15 @@ def _limit_flag(kind: str, limit) -> list[str]:
 def _limits(kind: str) -> tuple:
     """(BIG's cost, one unit below it) in the unit of ``kind``."""
     big = sample_to_arch(_config(), _sample(BIG_WIDTH))
-    if kind == "flops":
-        flops = arch_cost(big).flops
-        return flops, flops - 1
+    if kind in ("flops", "params"):
+        cost = getattr(arch_cost(big), kind)
+        return cost, cost - 1
     params = arch_cost(big).params
     return params / 1000, (params - 1) / 1000
 
 
 def _budget(kind: str, limit) -> Budget:
-    return Budget(max_flops=limit) if kind == "flops" else Budget(max_latency_ms=limit)
+    return Budget(**{{"flops": "max_flops", "params": "max_params", "latency": "max_latency_ms"}[kind]: limit})
 
 
 def _widths(samples) -> set:
@@ -87,7 +93,7 @@ def test_the_two_samples_differ_in_both_costs():
     assert fake_latency_ms(small) < fake_latency_ms(big) - 0.001
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ("params", *KINDS))
 def test_budget_check_at_the_limit_and_one_unit_over(kind):
     from search_spaces.budget import check_arch
 
@@ -96,12 +102,45 @@ def test_budget_check_at_the_limit_and_one_unit_over(kind):
     fits, cost, problems = check_arch(big, _budget(kind, at))
     assert fits and problems == []
     fits, cost, problems = check_arch(big, _budget(kind, below))
-    expected = (f"flops {cost.flops:,} > {below:,}" if kind == "flops"
-                else f"latency {cost.latency_ms:.3f} ms > {below} ms")
+    expected = (f"latency {cost.latency_ms:.3f} ms > {below} ms" if kind == "latency"
+                else f"{kind} {getattr(cost, kind):,} > {below:,}")
     assert not fits and problems == [expected]
-    if kind == "latency":
-        assert cost.latency_ms == at  # measured (here: the stand-in) only when a latency budget is set
+    # Latency is measured (here: the stand-in called) only when a latency budget is set.
+    assert cost.latency_ms == (at if kind == "latency" else None)
+    assert len(MEASURED) == (2 if kind == "latency" else 0)
     assert arch_cost(big).latency_ms is None
+
+
+def test_latency_is_measured_only_when_the_counted_limits_hold_and_on_the_device_given():
+    from search_spaces.budget import check_arch, check_sample
+
+    big = sample_to_arch(_config(), _sample(BIG_WIDTH))
+    flops_at, flops_below = _limits("flops")
+    latency_at, _ = _limits("latency")
+    fits, cost, problems = check_arch(big, Budget(max_flops=flops_below, max_latency_ms=latency_at))
+    assert not fits and len(problems) == 1 and cost.latency_ms is None and MEASURED == []  # FLOPs already over
+    assert check_arch(big, Budget(max_flops=flops_at, max_latency_ms=latency_at))[0]
+    assert check_sample(_config(), _sample(BIG_WIDTH), Budget(max_latency_ms=latency_at))[0]
+    assert check_sample(_config(), _sample(BIG_WIDTH), Budget(max_latency_ms=latency_at), device="cuda")[0]
+    assert check_arch(big, Budget(max_latency_ms=latency_at), device="cuda")[0]
+    assert [device for _, device in MEASURED] == ["cpu", "cpu", "cuda", "cuda"]
+    MEASURED.clear()  # the cuda measurements were asked for
+
+
+def test_extreme_samples_take_the_ends_of_every_list_and_every_routing_combination():
+    from search_spaces.budget import extreme_samples
+
+    config = load_config("resnet", {"widths": [[4, 8], [8, 16]], "blocks": [1, 2], "path_counts": [1, 2, 4],
+                                    "routings": ["none", "static"], "densities": [0.5, 1.0]},
+                         in_channels=1, input_size=8, num_classes=10)
+    lows, highs = extreme_samples(config)
+    combos = [{"stage1.routing": a, "stage2.routing": b} for a in ("none", "static") for b in ("none", "static")]
+    low = {"stage1.paths": 1, "stage1.density": 0.5, "stage1.width": 4, "stage1.blocks": 1,
+           "stage2.paths": 1, "stage2.density": 0.5, "stage2.width": 8, "stage2.blocks": 1}
+    high = {"stage1.paths": 4, "stage1.density": 1.0, "stage1.width": 8, "stage1.blocks": 2,
+            "stage2.paths": 4, "stage2.density": 1.0, "stage2.width": 16, "stage2.blocks": 2}
+    assert lows == [dict(low, **combo) for combo in combos]
+    assert highs == [dict(high, **combo) for combo in combos]
 
 
 @pytest.mark.parametrize("kind", KINDS)
