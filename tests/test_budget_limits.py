@@ -4,7 +4,7 @@ a cost exactly at its limit fits while one unit over does not.
 The space here has two samples, SMALL and BIG (stage 2 eight or sixteen channels wide). The limit is set
 to BIG's cost (BIG fits: both are trained or proposed) or one unit below it (only SMALL may be). Latency
 is measured in the real product; here the measurement is replaced by a deterministic stand-in
-(``params / 1000`` ms), so "one unit" is one parameter's worth of latency.
+(``params / 1024`` ms), so "one unit" is one parameter's worth of latency.
 """
 import csv
 import json
@@ -27,7 +27,7 @@ MEASURED = []  # (architecture, device) of every latency "measurement" of the ru
 def fake_latency_ms(arch, device: str) -> float:
     """Deterministic stand-in for the measured batch-1 latency."""
     MEASURED.append((arch, device))
-    return arch_cost(arch).params / 1000
+    return arch_cost(arch).params / 1024
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,7 @@ def _limits(kind: str) -> tuple:
         cost = getattr(arch_cost(big), kind)
         return cost, cost - 1
     params = arch_cost(big).params
-    return params / 1000, (params - 1) / 1000
+    return params / 1024, (params - 1) / 1024
 
 
 def _budget(kind: str, limit) -> Budget:
@@ -90,7 +90,7 @@ def test_the_two_samples_differ_in_both_costs():
     small, big = (sample_to_arch(_config(), _sample(w)) for w in (SMALL_WIDTH, BIG_WIDTH))
     assert _config().size() == 2
     assert arch_cost(small).flops < arch_cost(big).flops - 1
-    assert fake_latency_ms(small) < fake_latency_ms(big) - 0.001
+    assert fake_latency_ms(small, "cpu") < fake_latency_ms(big, "cpu") - 0.001
 
 
 @pytest.mark.parametrize("kind", ("params", *KINDS))
@@ -112,7 +112,7 @@ def test_budget_check_at_the_limit_and_one_unit_over(kind):
 
 
 def test_latency_is_measured_only_when_the_counted_limits_hold_and_on_the_device_given():
-    from search_spaces.budget import check_arch, check_sample
+    from search_spaces.budget import check_arch, check_sample, require_feasible
 
     big = sample_to_arch(_config(), _sample(BIG_WIDTH))
     flops_at, flops_below = _limits("flops")
@@ -123,8 +123,36 @@ def test_latency_is_measured_only_when_the_counted_limits_hold_and_on_the_device
     assert check_sample(_config(), _sample(BIG_WIDTH), Budget(max_latency_ms=latency_at))[0]
     assert check_sample(_config(), _sample(BIG_WIDTH), Budget(max_latency_ms=latency_at), device="cuda")[0]
     assert check_arch(big, Budget(max_latency_ms=latency_at), device="cuda")[0]
-    assert [device for _, device in MEASURED] == ["cpu", "cpu", "cuda", "cuda"]
+    assert require_feasible(_config(), Budget(max_latency_ms=latency_at), device="cuda").latency_ms is not None
+    assert [device for _, device in MEASURED] == ["cpu", "cpu", "cuda", "cuda", "cuda"]
     MEASURED.clear()  # the cuda measurements were asked for
+    assert arch_cost(big, with_latency=True).latency_ms == latency_at and MEASURED == [(big, "cpu")]
+
+
+def test_complexity_range_by_brute_force_and_latency_on_the_device_given():
+    import itertools
+
+    from mpn_nas.complexity import Complexity
+    from search_spaces.budget import complexity_range
+
+    config = load_config("resnet", dict(TWO_SAMPLES, routings=["feature_dependent", "none"]), in_channels=1,
+                         input_size=8, num_classes=10)  # 8 samples; routing "none" has no router weights
+    labels = config.labels()
+    archs = [sample_to_arch(config, dict(zip(labels, combo))) for combo in itertools.product(*labels.values())]
+    costs = [arch_cost(arch) for arch in archs]
+    cheapest = min(archs, key=lambda arch: arch_cost(arch).params)
+    counted = complexity_range(config)
+    smallest = Complexity(min(c.params for c in costs), min(c.flops for c in costs))
+    assert counted == {"smallest": smallest, "largest": Complexity(max(c.params for c in costs),
+                                                                   max(c.flops for c in costs))}
+    assert MEASURED == []
+    timed = complexity_range(config, with_latency=True)
+    assert timed["smallest"] == Complexity(smallest.params, smallest.flops, fake_latency_ms(cheapest, "cpu"))
+    assert MEASURED[0] == (cheapest, "cpu")
+    MEASURED.clear()
+    complexity_range(config, with_latency=True, device="cuda")
+    assert MEASURED == [(cheapest, "cuda")]
+    MEASURED.clear()  # asked for
 
 
 def test_extreme_samples_take_the_ends_of_every_list_and_every_routing_combination():
@@ -143,19 +171,21 @@ def test_extreme_samples_take_the_ends_of_every_list_and_every_routing_combinati
     assert highs == [dict(high, **combo) for combo in combos]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ("params", *KINDS))
 def test_a_budget_below_the_smallest_sample_fails_at_once(kind):
     from mpn_nas.errors import UserError
     from search_spaces.budget import require_feasible
 
     small = arch_cost(sample_to_arch(_config(), _sample(SMALL_WIDTH)))
-    if kind == "flops":
-        smallest, below, shown = small.flops, small.flops - 1, f"{small.flops:,}"
+    if kind in ("flops", "params"):
+        smallest = getattr(small, kind)
+        below, shown = smallest - 1, f"{smallest:,}"
     else:
-        smallest, below, shown = small.params / 1000, (small.params - 1) / 1000, f"{small.params / 1000:,.3f} ms"
+        smallest, below, shown = small.params / 1024, (small.params - 1) / 1024, f"{small.params / 1024:,.3f} ms"
     cost = require_feasible(_config(), _budget(kind, smallest))  # the smallest sample exactly at the limit
-    assert (cost.flops, cost.latency_ms) == ((small.flops, None) if kind == "flops" else (small.flops, smallest))
-    flag = "max-flops" if kind == "flops" else "max-latency-ms"
+    assert (cost.params, cost.flops, cost.latency_ms) == (small.params, small.flops,
+                                                          smallest if kind == "latency" else None)
+    flag = {"flops": "max-flops", "params": "max-params", "latency": "max-latency-ms"}[kind]
     with pytest.raises(UserError) as error:
         require_feasible(_config(), _budget(kind, below))
     assert str(error.value) == (f"budget --{flag} {below:,} is below the smallest architecture in this space "

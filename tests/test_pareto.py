@@ -77,6 +77,9 @@ def test_crowding_distance_by_hand():
     distance = crowding_distance(shuffled, [0, 1, 2, 3])
     assert distance[0] == pytest.approx(0.6 / 0.7 + 5 / 9) and distance[3] == pytest.approx(0.3 / 0.7 + 6 / 9)
     assert math.isinf(distance[1]) and math.isinf(distance[2])
+    # One objective without spread adds nothing; the other still counts.
+    flat = crowding_distance([(0.5, 1.0), (0.5, 2.0), (0.5, 4.0)], [0, 1, 2])
+    assert flat[1] == pytest.approx(3 / 3) and math.isinf(flat[0]) and math.isinf(flat[2])
 
 
 def test_nsga2_survivors_keep_whole_fronts_then_the_least_crowded():
