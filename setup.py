@@ -20,7 +20,7 @@ setup(
     ],
     extras_require={
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16"],
+        "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16", "mutmut>=3.8,<4"],  # mutmut: make mutants
     },
     entry_points={"console_scripts": ["mpn-nas=mpn_nas.cli:main"]},
 )

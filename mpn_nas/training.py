@@ -20,6 +20,7 @@ from .data import ClassificationData
 from .errors import UserError
 from .layers.routers import Router
 from .models import build_model
+from .resume import ArchInCheckpoint, EpochSeed, check_resumable  # noqa: F401 (check_resumable: the CLI's)
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -128,57 +129,6 @@ class Classifier(pl.LightningModule):
             optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
         return {"optimizer": optimizer, "lr_scheduler": schedule}
-
-
-class EpochSeed(pl.Callback):
-    """Seeds every RNG from (seed, epoch) right before each epoch draws its shuffle, so a run resumed
-    from a checkpoint shuffles and augments exactly as the uninterrupted run would have.
-
-    Lightning fetches the first batch of a fit's first epoch (epoch 0, or the resumed epoch) before
-    ``on_train_epoch_start``; ``on_fit_start`` (after the checkpoint is restored) seeds for it.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self._seeded_by_fit_start = False
-
-    def _seed(self, epoch: int) -> None:
-        pl.seed_everything(self.seed * 100_003 + epoch, workers=True, verbose=False)
-
-    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._seed(trainer.current_epoch)
-        self._seeded_by_fit_start = True
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not self._seeded_by_fit_start:
-            self._seed(trainer.current_epoch)
-        self._seeded_by_fit_start = False
-
-
-class ArchInCheckpoint(pl.Callback):
-    """Stores the architecture document in Lightning's checkpoints, so a resume can check it."""
-
-    def __init__(self, arch: Arch) -> None:
-        self.arch = arch
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
-        checkpoint["mpn_nas_arch"] = self.arch.to_dict()
-
-
-def check_resumable(checkpoint: Path, arch: Arch) -> None:
-    """Fail with a clear message unless ``checkpoint`` is a Lightning checkpoint mpn-nas wrote for ``arch``
-    (loaded with ``weights_only=True``: nothing in the file is executed)."""
-    if not checkpoint.is_file():
-        raise UserError(f"no checkpoint to resume from at {checkpoint}; run retrain without --resume")
-    try:
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:  # foreign or corrupt file
-        raise UserError(f"{checkpoint} is not an mpn-nas training checkpoint ({type(err).__name__}); "
-                        "pass --force to start again") from None
-    if not isinstance(payload, dict) or "mpn_nas_arch" not in payload:
-        raise UserError(f"{checkpoint} is not an mpn-nas training checkpoint; pass --force to start again")
-    if payload["mpn_nas_arch"] != arch.to_dict():
-        raise UserError(f"{checkpoint} was trained for a different architecture; pass --force to start again")
 
 
 def check_data_matches(arch: Arch, data: ClassificationData) -> None:

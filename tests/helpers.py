@@ -1,11 +1,15 @@
 """Shared test helpers: architecture documents and running the command line in-process or as a process."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ARCHS = REPO / "examples" / "archs"
@@ -42,13 +46,105 @@ def assert_clean_error(result, status: int = 2, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (loopback)."""
+def poll_until(condition: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Call ``condition`` until it returns something truthy (returned) or ``timeout`` seconds pass
+    (AssertionError): a deadline instead of a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Kill ``process`` and every process it started, if any are still running (a test stops what it started)."""
+    import psutil
+
+    if process.poll() is not None:  # exited and reaped: its pid may belong to someone else by now
+        return
+    try:
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    process.wait(timeout=60)
+
+
+def alive(process) -> bool:
+    """Whether a ``psutil.Process`` still runs (a zombie waiting for its parent to reap it does not)."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def descendants(pid: int) -> list:
+    """The processes ``pid`` started, directly or not, that are still alive."""
+    import psutil
+
+    try:
+        return [child for child in psutil.Process(pid).children(recursive=True) if alive(child)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def processes_in(directory: Path) -> list:
+    """Live processes whose command line names ``directory`` or whose working directory is inside it: with a
+    test's own temporary directory, processes that test started and nothing else on the machine."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline, cwd = " ".join(process.info["cmdline"] or []), process.info["cwd"] or ""
+        if (str(directory) in cmdline or cwd.startswith(str(directory))) and alive(process):
+            found.append(process)
+    return found
+
+
+# Ports for servers a test starts (NNI's manager) come from below the kernel's ephemeral range
+# (/proc/sys/net/ipv4/ip_local_port_range starts at 32768), where bind(0) and outgoing connections never
+# land, and each is held under a file lock for the whole test, so concurrent test sessions on this machine
+# never pick the same one. NNI's manager takes a port number, not a listening socket, so a port cannot be
+# handed over bound; this is the next best thing to it.
+RESERVED_PORTS = range(23_000, 24_000)
+PORT_LOCKS = Path(tempfile.gettempdir()) / "mpn-nas-test-ports"
+
+
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A TCP port that is free now and that no other test on this machine gets until the block ends."""
+    import fcntl
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    PORT_LOCKS.mkdir(exist_ok=True)
+    for port in random.sample(RESERVED_PORTS, len(RESERVED_PORTS)):
+        lock = open(PORT_LOCKS / f"{port}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("", port))
+            except OSError:  # held by something that is not a test
+                lock.close()
+                continue
+        try:
+            yield port
+        finally:
+            lock.close()
+        return
+    raise RuntimeError(f"no free port in {RESERVED_PORTS}")
 
 
 def port_in_use(port: int) -> bool:
@@ -56,6 +152,20 @@ def port_in_use(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG file's header; fails unless the file is a PNG."""
+    import struct
+
+    header = Path(path).read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+def figure_pixels(width_inches: float, height_inches: float, dpi: int) -> tuple[int, int]:
+    """The PNG size matplotlib writes for a figure of this size (it truncates to whole pixels)."""
+    return int(width_inches * dpi), int(height_inches * dpi)
 
 
 def tiny_space_config(path: Path) -> Path:

@@ -2,13 +2,14 @@
 figures), and the fast layers compute what the naive loop over paths computes."""
 import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import REPO, figure_pixels, png_size
 from mpn_nas.layers import ROUTING_TYPES, MultiPathConv2d, MultiPathLinear
 
 
@@ -61,11 +62,16 @@ def test_layer_speed_runs_and_reports_every_implementation(tmp_path):
     assert "**MultiPathConv2d" in table and "**MultiPathLinear" in table
     assert table.count("\n| 1 |") == 2 and table.count("\n| 2 |") == 2
     assert "malloc: freed memory kept" in table  # the CPU default, as in training
-    medians = json.loads(out.with_suffix(".json").read_text())["median_ms"]
+    doc = json.loads(out.with_suffix(".json").read_text())
+    medians, times = doc["median_ms"], doc["times_ms"]
     expected = {*ROUTING_TYPES, "naive", "dense"}
     assert expected | {"op:grouped", "op:channels_last", "op:loop"} == set(medians["conv"]["2"])
     assert expected | {"op:bmm", "op:loop"} == set(medians["linear"]["1"])
-    assert all(ms > 0 for kind in medians.values() for row in kind.values() for ms in row.values())
+    for kind in ("conv", "linear"):  # the medians written are those of the --repeats rounds timed
+        for paths, row in medians[kind].items():
+            for name, ms in row.items():
+                assert len(times[kind][paths][name]) == 2 and ms == statistics.median(times[kind][paths][name])
+            assert f"| {paths} | {row['none']:.2f} |" in table  # the table shows the same medians
 
 
 @pytest.mark.slow
@@ -86,7 +92,7 @@ def test_paper_table_runs_and_matches_parameters(tmp_path):
     assert rows["multipath"]["vs_best_routed"]["seeds"] == 2
     markdown = out.with_suffix(".md").read_text()
     assert "multi-path, routing `none`" in markdown and "`cifar10` skipped: needs a GPU" in markdown
-    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert png_size(out.with_suffix(".png")) == figure_pixels(6 * 1, 4.5, 120)  # one panel: the data set run
 
 
 def test_every_variant_is_matched_within_tolerance():

@@ -92,11 +92,60 @@ def test_parameter_growth_linear_in_paths_quadratic_in_width(routing):
     assert router < 0.1 * multi  # routing is a small overhead
 
 
-def test_basic_block_shapes_and_residual():
-    block = MultiPathBasicBlock(8, 16, path_count=4, in_paths=2, routing="cross_prediction", stride=2, se=True)
-    assert block(torch.randn(3, 2, 8, 8, 8)).shape == (3, 4, 16, 4, 4)
-    same = MultiPathBasicBlock(8, 8, path_count=2, in_paths=2, routing="none")
-    assert isinstance(same.shortcut, nn.Identity)
+def _randomise_batch_norms(module: nn.Module) -> None:
+    """Non-trivial running statistics and affine parameters, so that a wrong channel slice shows."""
+    for norm in module.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.data.uniform_(0.5, 1.5)
+            norm.bias.data.uniform_(-0.5, 0.5)
+
+
+def _path_conv(layer: MultiPathConv2d, z_j: torch.Tensor, j: int, stride: int = 1) -> torch.Tensor:
+    """Path ``j`` of a multi-path conv layer (its conv and batch norm channels) on routed ``z_j``: (B, C, H, W)."""
+    c = layer.out_channels
+    weight = layer.conv.weight[j * c:(j + 1) * c]
+    y = nn.functional.conv2d(z_j, weight, stride=stride, padding=weight.shape[-1] // 2)
+    norm = layer.norm
+    return nn.functional.batch_norm(y, norm.running_mean[j * c:(j + 1) * c], norm.running_var[j * c:(j + 1) * c],
+                                    norm.weight[j * c:(j + 1) * c], norm.bias[j * c:(j + 1) * c], eps=norm.eps)
+
+
+def _path_se(se, y_j: torch.Tensor, j: int) -> torch.Tensor:
+    """Path ``j``'s squeeze-excitation on ``y_j`` ``(B, C, H, W)``, from its slices of the grouped gate."""
+    squeeze, _, excite, _ = se.gate
+    hidden, channels = squeeze.out_channels // se.path_count, y_j.shape[1]
+    pooled = y_j.mean(dim=(2, 3), keepdim=True)
+    gate = torch.relu(nn.functional.conv2d(pooled, squeeze.weight[j * hidden:(j + 1) * hidden],
+                                           squeeze.bias[j * hidden:(j + 1) * hidden]))
+    gate = torch.sigmoid(nn.functional.conv2d(gate, excite.weight[j * channels:(j + 1) * channels],
+                                              excite.bias[j * channels:(j + 1) * channels]))
+    return y_j * gate
+
+
+@pytest.mark.parametrize("routing, paths, stride, width, se", [("cross_prediction", 3, 2, 16, True),
+                                                                ("static", 2, 1, 8, False)])
+def test_basic_block_output_computed_by_hand(routing, paths, stride, width, se):
+    """relu(se(bn2(conv2(relu(bn1(conv1(z_j)))))) + shortcut(z_j)) per path j, z_j the routed input."""
+    in_paths, channels = 2, 8
+    block = MultiPathBasicBlock(channels, width, path_count=paths, in_paths=in_paths, routing=routing, stride=stride,
+                                se=se)
+    _randomise_batch_norms(block)
+    block.eval()
+    x = torch.randn(3, in_paths, channels, 8, 8)
+    with torch.no_grad():
+        out = block(x)
+        assert out.shape == (3, paths, width, 8 // stride, 8 // stride)
+        a = block.conv1.mix.router(x)
+        for j in range(paths):
+            z_j = sum(a[:, i, j, None, None, None] * x[:, i] for i in range(in_paths))
+            y_j = _path_conv(block.conv2, torch.relu(_path_conv(block.conv1, z_j, j, stride)), j)
+            if se:
+                y_j = _path_se(block.se, y_j, j)
+            shortcut = _path_conv(block.shortcut, z_j, j, stride) if stride != 1 else z_j
+            torch.testing.assert_close(out[:, j], torch.relu(y_j + shortcut), rtol=1e-4, atol=1e-5)
+    assert isinstance(block.shortcut, nn.Identity) == (stride == 1 and width == channels)
 
 
 def test_mix_gradients_match_autograd_and_input_gradient_is_not_a_view():

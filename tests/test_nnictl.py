@@ -3,14 +3,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import REPO, free_port, port_in_use
+from helpers import REPO, poll_until, port_in_use, processes_in, reserved_port
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -30,6 +29,10 @@ def _trial_jobs(port: int) -> list:
         return json.load(response)
 
 
+def _succeeded(jobs: list) -> list:
+    return [j for j in jobs if j["status"] == "SUCCEEDED" and j.get("finalMetricData")]
+
+
 @pytest.mark.slow
 def test_nnictl_experiment_from_the_shipped_digits_config(tmp_path):
     example = REPO / "examples" / "digits"
@@ -40,36 +43,37 @@ def test_nnictl_experiment_from_the_shipped_digits_config(tmp_path):
     config["maxTrialNumber"] = 3
     config["experimentWorkingDirectory"] = str(tmp_path / "nni")
     (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
     # The shell the README asks for (the environment activated) and nothing else: NNI's local training
     # service runs the trial command with the manager's environment, so this is all a trial can rely on.
     env = {**activated_venv_env(), "NNI_EXP_DIR": str(tmp_path / "nni")}
-    created = subprocess.run(["nnictl", "create", "--config", "config.yml", "--port", str(port)], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120, env=env)
-    assert created.returncode == 0, created.stdout + created.stderr
-    try:
-        deadline, succeeded = time.time() + 420, []
-        while time.time() < deadline:
-            jobs = _trial_jobs(port)
-            succeeded = [j for j in jobs if j["status"] == "SUCCEEDED" and j.get("finalMetricData")]
-            assert not [j for j in jobs if j["status"] == "FAILED"], jobs
-            if len(succeeded) >= 3:
-                break
-            time.sleep(3)
-        assert len(succeeded) >= 3, _trial_jobs(port)
-        for job in succeeded:
-            final = json.loads(json.loads(job["finalMetricData"][0]["data"]))
-            assert 0 <= final["default"] <= 1 and final["params"] <= 30_000  # the tuner's budget held
-    finally:
-        stopped = subprocess.run(["nnictl", "stop", "--port", str(port)], capture_output=True, text=True, timeout=120,
-                                 env=env)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    time.sleep(1)
-    assert not port_in_use(port)
+    with reserved_port() as port:
+        created = subprocess.run(["nnictl", "create", "--config", "config.yml", "--port", str(port)], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120, env=env)
+        assert created.returncode == 0, created.stdout + created.stderr
+        try:
+            def jobs_once_three_succeeded():
+                jobs = _trial_jobs(port)
+                assert not [j for j in jobs if j["status"] == "FAILED"], jobs
+                return jobs if len(_succeeded(jobs)) >= 3 else None
+
+            succeeded = _succeeded(poll_until(jobs_once_three_succeeded, timeout=420, interval=2,
+                                              what="three succeeded trials"))
+            for job in succeeded:
+                final = json.loads(json.loads(job["finalMetricData"][0]["data"]))
+                assert 0 <= final["default"] <= 1 and final["params"] <= 30_000  # the tuner's budget held
+        finally:
+            stopped = subprocess.run(["nnictl", "stop", "--port", str(port)], capture_output=True, text=True,
+                                     timeout=120, env=env)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        poll_until(lambda: not port_in_use(port) and not processes_in(tmp_path), timeout=60,
+                   what="the NNI manager and its trials stopped")
 
 
 def test_example_configs_are_valid_nni_configs(tmp_path):
     from nni.experiment.config import ExperimentConfig
+
+    from search_spaces.config import DATASET_SHAPES, load_config
+    from search_spaces.hpo import hpo_search_space
 
     key = tmp_path / "id_rsa"
     key.write_text("not a real key")
@@ -80,4 +84,12 @@ def test_example_configs_are_valid_nni_configs(tmp_path):
         config = ExperimentConfig.load(str(tmp_path / "config.yml")).canonical_copy()
         assert config.tuner.class_name.startswith("strategies.tuners.Budgeted")
         exported = json.loads((REPO / "examples" / name / "search_space.json").read_text())
-        assert set(exported) == set(config.search_space)
+        assert exported == config.search_space
+        # The shipped space is, candidate for candidate, the one the config's tuner (and trial) map from.
+        args = config.tuner.class_args
+        in_channels, input_size, num_classes = DATASET_SHAPES[args["shape"]]
+        tuner_config = load_config(args["space"], args.get("space_config"), in_channels=in_channels,
+                                   input_size=input_size, num_classes=num_classes)  # as BudgetedTuner loads it
+        assert exported == hpo_search_space(tuner_config)
+        trial_args = config.trial_command.split()
+        assert trial_args[trial_args.index("--space") + 1] == config.tuner.class_args["space"]

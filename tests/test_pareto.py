@@ -9,6 +9,7 @@ from mpn_nas import Arch, profile
 from mpn_nas.errors import UserError
 from search_spaces.budget import Budget
 from search_spaces.config import sample_to_arch
+from helpers import figure_pixels, png_size
 from strategy_helpers import run_experiment, tiny_space, trained_models
 from strategies.dominance import (crowding_distance, dominates, non_dominated_sort, nsga2_survivors,
                                   pareto_front)
@@ -18,6 +19,33 @@ def _random_points(seed: int, count: int = 40) -> list[tuple[float, float]]:
     rng = random.Random(seed)
     # Coarse values, so that ties in one or both objectives occur.
     return [(rng.randint(0, 10) / 10, float(rng.randint(1, 12))) for _ in range(count)]
+
+
+# (a, b, a dominates b): points are (accuracy, cost); accuracy is maximised, cost minimised.
+DOMINANCE_CASES = [
+    ((0.9, 10.0), (0.8, 20.0), True),  # better in both
+    ((0.9, 10.0), (0.8, 10.0), True),  # same cost, more accurate
+    ((0.9, 10.0), (0.9, 20.0), True),  # same accuracy, cheaper
+    ((0.9, 10.0), (0.9, 10.0), False),  # a tie in both: neither dominates
+    ((0.8, 20.0), (0.9, 10.0), False),  # worse in both
+    ((0.8, 10.0), (0.9, 10.0), False),  # same cost, less accurate
+    ((0.9, 20.0), (0.9, 10.0), False),  # same accuracy, dearer
+    ((0.9, 20.0), (0.8, 10.0), False),  # a trade-off: more accurate but dearer
+    ((0.8, 10.0), (0.9, 20.0), False),  # the other side of the trade-off
+]
+
+
+@pytest.mark.parametrize("a, b, expected", DOMINANCE_CASES)
+def test_dominates_by_hand(a, b, expected):
+    assert dominates(a, b) is expected
+
+
+def test_front_and_fronts_by_hand_with_ties():
+    points = [(0.9, 10.0), (0.9, 10.0), (0.8, 5.0), (0.9, 12.0), (0.7, 5.0), (0.5, 20.0), (0.95, 30.0)]
+    # Equal points (0, 1) both stay on the front; 3 and 5 lose to 0, 4 to 2; 6 is the most accurate.
+    assert pareto_front(points) == [0, 1, 2, 6]
+    assert non_dominated_sort(points) == [[0, 1, 2, 6], [3, 4], [5]]
+    assert pareto_front([]) == [] and pareto_front([(0.5, 1.0)]) == [0]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -42,6 +70,16 @@ def test_crowding_distance_by_hand():
     assert distance[1] == pytest.approx(0.3 / 0.7 + 6 / 9)
     assert distance[2] == pytest.approx(0.6 / 0.7 + 5 / 9)
     assert all(math.isinf(d) for d in crowding_distance(points, [1, 2]).values())
+    three = crowding_distance(points, [0, 1, 3])  # the smallest front with a middle point
+    assert math.isinf(three[0]) and math.isinf(three[3]) and three[1] == pytest.approx(0.7 / 0.7 + 9 / 9)
+    # The same front listed in another order: neighbours are found by value, not by position.
+    shuffled = [points[2], points[0], points[3], points[1]]
+    distance = crowding_distance(shuffled, [0, 1, 2, 3])
+    assert distance[0] == pytest.approx(0.6 / 0.7 + 5 / 9) and distance[3] == pytest.approx(0.3 / 0.7 + 6 / 9)
+    assert math.isinf(distance[1]) and math.isinf(distance[2])
+    # One objective without spread adds nothing; the other still counts.
+    flat = crowding_distance([(0.5, 1.0), (0.5, 2.0), (0.5, 4.0)], [0, 1, 2])
+    assert flat[1] == pytest.approx(3 / 3) and math.isinf(flat[0]) and math.isinf(flat[2])
 
 
 def test_nsga2_survivors_keep_whole_fronts_then_the_least_crowded():
@@ -147,18 +185,53 @@ def test_write_front_writes_architecture_documents_of_the_front(tmp_path):
         write_front(tmp_path, rows, config, "latency")
 
 
-def test_trials_csv_and_plot_mark_the_front(tmp_path):
-    from strategies.artifacts import plot_pareto, read_trials_csv, write_trials_csv
+def test_trials_csv_rows_mark_the_front(tmp_path):
+    from strategies.artifacts import read_trials_csv, write_trials_csv
 
     rows = [{"trial": 1, "status": "succeeded", "val_accuracy": 0.5, "params": 100, "flops": 1000, "a": 1},
             {"trial": 2, "status": "succeeded", "val_accuracy": 0.4, "params": 200, "flops": 900, "a": 2}]
     write_trials_csv(tmp_path / "trials.csv", rows, ["a"], front={1})
-    written = read_trials_csv(tmp_path / "trials.csv")
-    assert [r["pareto"] for r in written] == ["1", "0"] and list(written[0])[7] == "pareto"
+    fixed = {"seconds": "", "reason": ""}
+    assert read_trials_csv(tmp_path / "trials.csv") == [
+        {"trial": "1", "status": "succeeded", "val_accuracy": "0.5", "params": "100", "flops": "1000", **fixed,
+         "pareto": "1", "a": "1"},
+        {"trial": "2", "status": "succeeded", "val_accuracy": "0.4", "params": "200", "flops": "900", **fixed,
+         "pareto": "0", "a": "2"}]
+    assert list(read_trials_csv(tmp_path / "trials.csv")[0])[7] == "pareto"  # after the fixed columns
     write_trials_csv(tmp_path / "plain.csv", rows, ["a"])
-    assert "pareto" not in read_trials_csv(tmp_path / "plain.csv")[0]
-    plot_pareto(tmp_path / "pareto.png", rows, objective="params", front=[1])
-    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [list(r) for r in read_trials_csv(tmp_path / "plain.csv")] == [
+        ["trial", "status", "val_accuracy", "params", "flops", "seconds", "reason", "a"]] * 2
+
+
+def _plotted(monkeypatch, plot) -> dict:
+    """Run ``plot()`` and read back what its figure shows: the grey trial points and the front's line."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda figure=None: figures.append(figure) or real_close(figure))
+    plot()
+    (axes,) = figures[0].axes
+    (trials,) = axes.collections
+    (front,) = axes.lines
+    return {"trials": sorted(map(tuple, trials.get_offsets().tolist())), "front": list(map(tuple, front.get_xydata())),
+            "labels": [text.get_text() for text in axes.texts], "xlabel": axes.get_xlabel()}
+
+
+def test_pareto_plot_shows_every_trial_and_the_front(tmp_path, monkeypatch):
+    from strategies.artifacts import plot_pareto
+
+    rows = [{"trial": 1, "status": "succeeded", "val_accuracy": 0.5, "params": 100, "flops": 1000},
+            {"trial": 2, "status": "succeeded", "val_accuracy": 0.4, "params": 200, "flops": 900},
+            {"trial": 3, "status": "failed", "val_accuracy": None, "params": 50, "flops": 10},
+            {"trial": 4, "status": "succeeded", "val_accuracy": 0.7, "params": 400, "flops": 3000}]
+    shown = _plotted(monkeypatch, lambda: plot_pareto(tmp_path / "p.png", rows, objective="params"))
+    assert shown["trials"] == [(100.0, 0.5), (200.0, 0.4), (400.0, 0.7)]  # the failed trial is not a point
+    assert shown["front"] == [(100.0, 0.5), (400.0, 0.7)] and shown["labels"] == ["1", "4"]  # by cost, numbered
+    assert shown["xlabel"].startswith("params")
+    assert png_size(tmp_path / "p.png") == figure_pixels(6, 4, 120)
+    by_flops = _plotted(monkeypatch, lambda: plot_pareto(tmp_path / "f.png", rows, objective="flops", front=[2]))
+    assert by_flops["front"] == [(900.0, 0.4)] and by_flops["xlabel"].startswith("flops")  # a given front is drawn
 
 
 @pytest.mark.slow
@@ -187,4 +260,4 @@ def test_pareto_search_command_writes_and_marks_the_front(tmp_path):
     for trial in front:
         assert profile(Arch.from_json(out / "pareto" / f"trial{trial:03d}.json"), latency=False).params \
             == points[trial][1] <= 12_000
-    assert (out / "pareto.png").is_file()
+    assert png_size(out / "pareto.png") == figure_pixels(6, 4, 120)

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from helpers import EXAMPLE_ARCHS, assert_clean_error, free_port, port_in_use, run_cli, tiny_space_config
+from helpers import EXAMPLE_ARCHS, assert_clean_error, figure_pixels, png_size, port_in_use, processes_in, reserved_port, run_cli, tiny_space_config
 from mpn_nas import Arch, build_model, profile
 from mpn_nas.export import export_model, run_exported
 from search_spaces.config import load_config, sample_to_arch
@@ -13,8 +13,7 @@ MAX_PARAMS = 12_000
 
 
 def _check_artifacts(out, trials):
-    for name in ("best_arch.json", "trials.csv", "summary.json", "pareto.png"):
-        assert (out / name).is_file(), name
+    assert png_size(out / "pareto.png") == figure_pixels(6, 4, 120)
     summary = json.loads((out / "summary.json").read_text())
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == trials and summary["trials_succeeded"] == trials
@@ -48,14 +47,15 @@ def test_sequential_search_writes_artifacts_within_budget(tmp_path):
 
 @pytest.mark.slow
 def test_ts_engine_search_runs_trials_in_processes_and_stops_the_manager(tmp_path):
-    out, port = tmp_path / "search", free_port()
-    result = run_cli("search", "--engine", "ts", "--port", str(port), "--concurrency", "2", "--space-config",
-                     str(tiny_space_config(tmp_path / "space.json")), "--trials", "3", "--epochs", "1",
-                     "--max-params", str(MAX_PARAMS), "--out", str(out), "--seed", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    _check_artifacts(out, 3)
-    assert list((out / "nni").glob("*/environments/local-env/trials/*"))  # trials ran as NNI trial jobs
-    assert not port_in_use(port)  # the NNI manager was stopped
+    out = tmp_path / "search"
+    with reserved_port() as port:
+        result = run_cli("search", "--engine", "ts", "--port", str(port), "--concurrency", "2", "--space-config",
+                         str(tiny_space_config(tmp_path / "space.json")), "--trials", "3", "--epochs", "1",
+                         "--max-params", str(MAX_PARAMS), "--out", str(out), "--seed", "2")
+        assert result.returncode == 0, result.stderr[-3000:]
+        _check_artifacts(out, 3)
+        assert list((out / "nni").glob("*/environments/local-env/trials/*"))  # trials ran as NNI trial jobs
+        assert not port_in_use(port) and not processes_in(tmp_path)  # the NNI manager and trials were stopped
 
 
 @pytest.mark.parametrize("example", ["digits_routed.json", "digits_mlp_routed.json"])

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import EXAMPLE_ARCHS, arch_doc, assert_clean_error, run_cli
+from helpers import EXAMPLE_ARCHS, arch_doc, assert_clean_error, figure_pixels, png_size, run_cli
 from mpn_nas import Arch, build_model
 from mpn_nas.checkpoint import save_model
 from mpn_nas.cli import main
@@ -71,13 +71,23 @@ def test_show_routing_writes_png_and_json(tmp_path, dataset):
     out = tmp_path / "figs" / "routing.png"
     result = run_cli("show-routing", str(tmp_path / "model.pt"), "--dataset", dataset, "-o", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    rows = 2 if dataset == "digits" else 4  # one row of panels per layer, per class and (contexts) per context
+    assert abs(png_size(out)[0] - figure_pixels(1.25 * 10 + 1.2, 1, 110)[0]) <= 1  # ten class panels a row
+    assert abs(png_size(out)[1] - figure_pixels(1, 1.5 * rows + 0.4, 110)[1]) <= 1
     doc = json.loads(out.with_suffix(".json").read_text())
     assert doc["seed"] == 2 and doc["samples"] == 270 and doc["split"] == "test"
     assert [(layer["name"], layer["routing"], layer["in_paths"], layer["out_paths"]) for layer in doc["layers"]] == [
         ("blocks.0.conv1.mix", "feature_dependent", 3, 3), ("blocks.1.conv1.mix", "cross_prediction", 3, 2)]
-    for layer in doc["layers"]:
-        assert layer["class_specialisation_bits"] >= 0
+    # The scores written are those of the analysis on the same model and split (data seed 2, from metrics.json).
+    from mpn_nas.checkpoint import load_model
+    from mpn_nas.data import sample_contexts
+
+    test_set = make_data(dataset, seed=2).test_set
+    expected = analyse_routing(load_model(tmp_path / "model.pt")[1], test_set, 10, contexts=sample_contexts(test_set))
+    for layer, reference in zip(doc["layers"], expected.layers):
+        assert layer["class_specialisation_bits"] == pytest.approx(reference.class_score, rel=1e-6, abs=1e-9)
+        if dataset == "digits-contexts":
+            assert layer["context_specialisation_bits"] == pytest.approx(reference.context_score, rel=1e-6, abs=1e-9)
         assert torch.tensor(layer["mean_routing_by_class"]).shape == (10, layer["in_paths"], layer["out_paths"])
         assert ("context_specialisation_bits" in layer) == (dataset == "digits-contexts")
     for layer in doc["layers"]:
