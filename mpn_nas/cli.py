@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .errors import EXIT_BAD_INPUT, UserError
+from .limits import flag_type, max_memory_set, memory_flag
 
 EXIT_FAILURE = 1
 
@@ -23,13 +24,6 @@ EXIT_FAILURE = 1
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage too; keep to one line
         raise UserError(f"{message} (see '{self.prog} --help')")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -49,20 +43,22 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="digits | digits-contexts | cifar10 | cifar100 | imagefolder:PATH | fake")
     parser.add_argument("--data-dir", default=None, help="where cifar files are (default ./data)")
     parser.add_argument("--download", action="store_true", help="download cifar files when absent")
-    parser.add_argument("--epochs", type=_positive_int, default=10)
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--epochs", type=flag_type("--epochs"), default=10)
+    parser.add_argument("--batch-size", type=flag_type("--batch-size"), default=64)
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--router-lr-scale", type=float, default=10.0,
+    parser.add_argument("--lr", type=flag_type("--lr"), default=0.05)
+    parser.add_argument("--weight-decay", type=flag_type("--weight-decay"), default=5e-4,
+                        help="L2 factor of the non-router weights (default 5e-4)")
+    parser.add_argument("--router-lr-scale", type=flag_type("--router-lr-scale"), default=10.0,
                         help="routers' learning rate as a multiple of --lr (default 10; routers get no weight decay)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=flag_type("--seed"), default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
 def train_config(args: argparse.Namespace):
     from .training import TrainConfig
 
-    return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+    return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        router_lr_scale=args.router_lr_scale, batch_size=args.batch_size, seed=args.seed,
                        device=args.device)
 
@@ -83,11 +79,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .complexity import count_params_and_flops
     from .data import check_dataset_name
     from .files import atomic_write_text
+    from .limits import check_training
     from .training import check_resumable, train
 
     arch = Arch.from_json(args.arch)
     check_dataset_name(args.dataset)
     config = train_config(args)
+    check_training(arch, config.batch_size)  # before data is loaded or anything written
     out = Path(args.out)
     last_checkpoint = out / "checkpoints" / "last.ckpt"
     if args.resume:
@@ -139,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     _register_core(commands)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
+    for command in (parser, *commands.choices.values()):  # accepted before or after the subcommand
+        command.add_argument("--max-memory", type=memory_flag, default=argparse.SUPPRESS, metavar="SIZE",
+                             help="memory one network may need, e.g. 8G (default: half of this machine's); "
+                                  "larger documents are refused before anything is built")
     return parser
 
 
@@ -169,7 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
+        with max_memory_set(getattr(args, "max_memory", None)):
+            return handler(args)
     except UserError as err:
         if debug:
             raise

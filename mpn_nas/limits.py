@@ -18,9 +18,10 @@ import argparse
 import math
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from .errors import UserError
 
@@ -56,7 +57,9 @@ class Limit:
 def _fmt(value: Number) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1e6:
         return f"{value:.0e}".replace("e+", "e")
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}" if value >= 100_000 else str(value)
+    return f"{value:g}"
 
 
 _ROWS = [
@@ -128,16 +131,27 @@ def max_memory() -> int:
     return int(machine_memory() * DEFAULT_MEMORY_FRACTION)
 
 
-def set_max_memory(size: Optional[int]) -> None:
-    """Set the memory limit for this process and the trial processes it starts (``None``: default)."""
-    if size is None:
-        os.environ.pop(MAX_MEMORY_ENV, None)
-    else:
+@contextmanager
+def max_memory_set(size: Optional[int]) -> Iterator[None]:
+    """Within the block, :func:`max_memory` is ``size`` bytes (``None``: unchanged) for this process
+    and for the trial processes it starts (they inherit the environment)."""
+    previous = os.environ.get(MAX_MEMORY_ENV)
+    if size is not None:
         os.environ[MAX_MEMORY_ENV] = str(int(size))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MAX_MEMORY_ENV, None)
+        else:
+            os.environ[MAX_MEMORY_ENV] = previous
 
 
-def _gib(size: float) -> str:
-    return f"{size / 2 ** 30:.3g} GiB" if size >= 2 ** 27 else f"{size / 2 ** 20:.3g} MiB"
+def _size(size: float) -> str:
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if size >= scale / 8:
+            return f"{size / scale:.3g} {unit}"
+    return f"{int(size)} B"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,6 +280,15 @@ def _out_of_range(limit: Limit, where: str, value: Number) -> UserError:
                      f"({limit.why}); see the limits table in the README")
 
 
+def check_value(name: str, value: Number) -> None:
+    """Refuse ``value`` outside the table's row ``name`` (both bounds) in one line naming it: for
+    settings that reach the library without going through the command line's ``type=`` checks."""
+    limit = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not limit.contains(value) or (limit.kind == "int" and not isinstance(value, int)):
+        raise UserError(f"{name} must be {limit.describe()}, got {value!r}")
+
+
 def check_field(name: str, value: Number, where: Optional[str] = None) -> None:
     """Refuse ``value`` above the table's row ``name`` (the document validator checks the lower bound
     and the type first), naming ``where`` (default ``name``)."""
@@ -297,8 +320,8 @@ def check_cost(cost: Estimate, what: str, batch_size: int = 1, training: bool = 
     needed, available = cost.memory_bytes(batch_size, training), max_memory()
     if needed > available:
         doing = f"to train at batch size {batch_size}" if training else "for one sample"
-        raise UserError(f"{what} needs about {_gib(needed)} {doing} ({cost.params:,} parameters), more than the "
-                        f"{_gib(available)} allowed{fix or '; reduce width, paths, blocks or input_size'}, or "
+        raise UserError(f"{what} needs about {_size(needed)} {doing} ({cost.params:,} parameters), more than the "
+                        f"{_size(available)} allowed{fix or '; reduce width, paths, blocks or input_size'}, or "
                         "raise --max-memory")
 
 
