@@ -275,11 +275,6 @@ def estimate(arch: Any) -> Estimate:
 # Checks
 # --------------------------------------------------------------------------------------------------
 
-def _out_of_range(limit: Limit, where: str, value: Number) -> UserError:
-    return UserError(f"field {where!r} = {_fmt(value)} is above the limit of {_fmt(limit.high)} "
-                     f"({limit.why}); see the limits table in the README")
-
-
 def check_value(name: str, value: Number) -> None:
     """Refuse ``value`` outside the table's row ``name`` (both bounds) in one line naming it: for
     settings that reach the library without going through the command line's ``type=`` checks."""
@@ -290,11 +285,13 @@ def check_value(name: str, value: Number) -> None:
 
 
 def check_field(name: str, value: Number, where: Optional[str] = None) -> None:
-    """Refuse ``value`` above the table's row ``name`` (the document validator checks the lower bound
-    and the type first), naming ``where`` (default ``name``)."""
+    """Refuse ``value`` above the table's row ``name`` (the validators check the type and lower bound
+    first), naming ``where``: a document field (default ``name``) or a phrase like ``space config list 'blocks'``."""
     limit = LIMITS[name]
     if value > limit.high:
-        raise _out_of_range(limit, where or name, value)
+        subject = where if where and " " in where else f"field {where or name!r}"
+        raise UserError(f"{subject} = {_fmt(value)} is above the limit of {_fmt(limit.high)} "
+                        f"({limit.why}); see the limits table in the README")
 
 
 def check_document(arch: Any) -> None:
@@ -340,11 +337,11 @@ def check_space(config: Any) -> None:
     """
     for name in ("in_channels", "input_size", "num_classes", "stem_width"):
         check_field(name, getattr(config, name), f"space config field {name!r}")
-    check_field("stages (count)", len(config.widths), "space config field 'widths' (one list per stage)")
+    check_field("stages (count)", len(config.widths), "the stage count of space config field 'widths'")
     lists = {"path_counts": ("stages[i].paths", config.path_counts), "blocks": ("stages[i].blocks", config.blocks),
              **{f"widths[{i}]": ("stages[i].width", w) for i, w in enumerate(config.widths)}}
     for list_name, (row, values) in lists.items():
-        check_field(row, max(values), f"space config list {list_name!r} (largest candidate)")
+        check_field(row, max(values), f"the largest candidate of space config list {list_name!r}")
 
     def largest(shrunk: str = "") -> Estimate:
         pick = {name: (min if name == shrunk else max)(values) for name, (_, values) in lists.items()}
