@@ -116,8 +116,11 @@ def test_diverging_training_raises_a_clear_error():
     from mpn_nas.training import NonFiniteLossError, TrainConfig, train
 
     arch = Arch.from_json(str(EXAMPLE_ARCHS / "digits_single.json"))
+    data = make_data("digits")
+    images, labels = data.train_set.dataset.tensors  # --lr is capped, so overflow the activations instead
+    data.train_set.dataset.tensors = (images * float("inf"), labels)
     with pytest.raises(NonFiniteLossError, match="loss became"):
-        train(arch, make_data("digits"), TrainConfig(epochs=2, lr=1e25, device="cpu"), progress=False, test=False)
+        train(arch, data, TrainConfig(epochs=2, lr=10.0, device="cpu"), progress=False, test=False)
 
 
 def _search_settings(tmp_path, **changes):
