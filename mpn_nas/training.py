@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .arch import Arch
 from .cpu_allocator import keep_freed_memory
-from .data import ClassificationData
+from .data import ClassificationData, CorruptImageError
 from .errors import UserError
 from .layers.routers import Router
 from .limits import check_training, check_value
@@ -237,6 +237,10 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None,
                     weights_only=True)
+    except CorruptImageError as err:  # found mid-training: the last finished epoch's checkpoint stays
+        kept = out_dir is not None and (out_dir / "checkpoints" / "last.ckpt").is_file()
+        raise CorruptImageError(f"{err}, then continue from the last finished epoch with --resume" if kept
+                                else str(err)) from None
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1); callers need to see the interrupt
             raise KeyboardInterrupt from None
