@@ -97,12 +97,18 @@ class Arch:
         text = str(source)
         if not text.lstrip().startswith("{"):
             path = Path(text)
-            if not path.is_file():
-                raise ArchError(f"architecture file {path} not found")
-            text = path.read_text()
-            where = str(path)
+            where = _shown(text)
+            try:
+                if not path.is_file():
+                    raise ArchError(f"architecture file {where} not found")
+                _check_size(where, path.stat().st_size)
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as err:  # a name too long, a directory, binary content
+                raise ArchError(f"cannot read architecture file {where} ({type(err).__name__}); pass a JSON "
+                                "file") from None
         else:
             where = "architecture JSON"
+            _check_size(where, len(text))
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as err:
@@ -153,6 +159,14 @@ def _stage_from_dict(index: int, doc: Any) -> Stage:
     if unknown:
         raise ArchError(f"unknown field '{where}.{_shown(str(unknown[0]), 40)[1:-1]}'; allowed: {', '.join(sorted(known))}")
     return Stage(**doc)
+
+
+def _check_size(where: str, size: int) -> None:
+    """Refuse a document too large to be one, before reading or parsing it."""
+    try:
+        check_field("document size", size, f"the size of {where} in bytes")
+    except UserError as err:
+        raise ArchError(str(err)) from None
 
 
 def _shown(value: Any, width: int = 60) -> str:

@@ -64,6 +64,7 @@ def _fmt(value: Number) -> str:
 
 _ROWS = [
     # Architecture documents
+    Limit("document size", "int", 1, 2 ** 20, "bytes of JSON; real documents are a few KiB"),
     Limit("stages (count)", "int", 1, 32, "deeper than any network the builder is meant for"),
     Limit("stages[i].paths", "int", 1, 64, "routers grow with paths squared"),
     Limit("stages[i].blocks", "int", 1, 64, "building 10^7 blocks never ends"),
