@@ -101,14 +101,14 @@ class Arch:
             try:
                 if not path.is_file():
                     raise ArchError(f"architecture file {where} not found")
-                _check_size(where, path.stat().st_size)
+                _within("document size", path.stat().st_size, f"the size of {where} in bytes")
                 text = path.read_text()
             except (OSError, UnicodeDecodeError) as err:  # a name too long, a directory, binary content
                 raise ArchError(f"cannot read architecture file {where} ({type(err).__name__}); pass a JSON "
                                 "file") from None
         else:
             where = "architecture JSON"
-            _check_size(where, len(text))
+            _within("document size", len(text), f"the size of {where} in bytes")
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as err:
@@ -139,7 +139,7 @@ class Arch:
         stages = doc["stages"]
         if not isinstance(stages, list) or not stages:
             raise ArchError("field 'stages' must be a non-empty list of stage objects")
-        check_field("stages (count)", len(stages), "stages")  # before building thousands of stages
+        _within("stages (count)", len(stages), "stages")  # before building thousands of stages
         extra = doc.get("extra")
         if extra is not None and not isinstance(extra, Mapping):
             raise ArchError(f"field 'extra' must be an object (free-form metadata), got {_shown(extra)}")
@@ -161,10 +161,10 @@ def _stage_from_dict(index: int, doc: Any) -> Stage:
     return Stage(**doc)
 
 
-def _check_size(where: str, size: int) -> None:
-    """Refuse a document too large to be one, before reading or parsing it."""
+def _within(limit: str, value: int, where: str) -> None:
+    """:func:`~mpn_nas.limits.check_field`, refusing with an :class:`ArchError`."""
     try:
-        check_field("document size", size, f"the size of {where} in bytes")
+        check_field(limit, value, where)
     except UserError as err:
         raise ArchError(str(err)) from None
 
