@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--max-memory", type=memory_flag, default=argparse.SUPPRESS, metavar="SIZE",
                              help="memory one network may need, e.g. 8G (default: half of this machine's); "
                                   "larger documents are refused before anything is built")
+        for action in command._actions:  # every range-checked flag shows its range from the limits table
+            if hasattr(action.type, "limit"):
+                action.help = f"{action.help or ''} (allowed: {action.type.limit.describe()})".strip()
     return parser
 
 

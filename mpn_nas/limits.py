@@ -380,6 +380,7 @@ def flag_type(name: str) -> Callable[[str], Number]:
         return value
 
     parse.__name__ = name.lstrip("-").replace("-", "_")  # argparse names the type in some messages
+    parse.limit = limit  # type: ignore[attr-defined]  # read by the command line's help
     return parse
 
 

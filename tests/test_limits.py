@@ -148,3 +148,14 @@ def test_corrupt_image_error_from_a_loader_worker_keeps_one_line():
                    "last):\n  File \"x.py\", line 1\nmpn_nas.data.CorruptImageError: image /d/a/1.png cannot be read "
                    "(truncated); remove or replace it\n")
     assert str(CorruptImageError(worker_text)) == "image /d/a/1.png cannot be read (truncated); remove or replace it"
+
+
+def test_help_shows_each_flags_range_from_the_table(capsys):
+    from mpn_nas.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--port", "--lr", "--trials", "--concurrency"):
+        assert f"(allowed: {LIMITS[flag].describe()})" in help_text, flag
+    assert "--max-memory SIZE" in help_text
