@@ -56,7 +56,8 @@ class Limit:
 
 def _fmt(value: Number) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1e6:
-        return f"{value:.0e}".replace("e+", "e")
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
     if isinstance(value, int):
         return f"{value:,}" if value >= 100_000 else str(value)
     return f"{value:g}"
@@ -74,21 +75,21 @@ _ROWS = [
     Limit("input_size", "int", 1, 1024, "activations grow with its square"),
     Limit("num_classes", "int", 2, 100_000, "the head grows with it"),
     Limit("ensemble_size", "int", 2, 32, "family ensemble only"),
-    Limit("flops", "float", 0, 1e12, "estimated FLOPs of one sample (250x ResNet-50): minutes per sample on a CPU"),
+    Limit("flops", "float", 0, 1e12, "estimated FLOPs of one sample, counted as profile counts them (ResNet-50 at 224x224: about 8e9)"),
     # Command-line flags
     Limit("--port", "int", 1, 65535, "TCP port range"),
     Limit("--lr", "float", 0, 10.0, "learning rate", low_open=True),
     Limit("--weight-decay", "float", 0, 1.0, "L2 factor"),
     Limit("--router-lr-scale", "float", 0, 1000.0, "routers' learning rate over --lr", low_open=True),
     Limit("--batch-size", "int", 1, 65536, "memory is checked separately"),
-    Limit("--epochs", "int", 1, 100_000, ""),
-    Limit("--trials", "int", 1, 1_000_000, ""),
+    Limit("--epochs", "int", 1, 100_000, "sanity bound"),
+    Limit("--trials", "int", 1, 1_000_000, "sanity bound"),
     Limit("--concurrency", "int", 1, 1024, "trials at once"),
     Limit("--gpus", "int", 0, 1023, "each index; also below the visible GPU count when CUDA is up"),
     Limit("--seed", "int", 0, 2 ** 32 - 1, "NumPy's seed range"),
-    Limit("--max-params", "int", 1, 10 ** 15, ""),
-    Limit("--max-flops", "int", 1, 10 ** 18, ""),
-    Limit("--max-latency-ms", "float", 0, 1e9, "", low_open=True),
+    Limit("--max-params", "int", 1, 10 ** 15, "budget; 0 or less would refuse every sample"),
+    Limit("--max-flops", "int", 1, 10 ** 18, "budget, one sample"),
+    Limit("--max-latency-ms", "float", 0, 1e9, "budget, batch-1 CPU latency", low_open=True),
 ]
 LIMITS: dict[str, Limit] = {row.name: row for row in _ROWS}
 
