@@ -157,7 +157,8 @@ def _stage_from_dict(index: int, doc: Any) -> Stage:
     known = set(Stage.__dataclass_fields__)
     unknown = sorted(str(key) for key in set(doc) - known)
     if unknown:
-        raise ArchError(f"unknown field '{where}.{_shown(str(unknown[0]), 40)[1:-1]}'; allowed: {', '.join(sorted(known))}")
+        name = _shown(str(unknown[0]), 40)[1:-1]  # escaped and cut short, without repr's quotes
+        raise ArchError(f"unknown field '{where}.{name}'; allowed: {', '.join(sorted(known))}")
     return Stage(**doc)
 
 

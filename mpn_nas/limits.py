@@ -75,7 +75,8 @@ _ROWS = [
     Limit("input_size", "int", 1, 1024, "activations grow with its square"),
     Limit("num_classes", "int", 2, 100_000, "the head grows with it"),
     Limit("ensemble_size", "int", 2, 32, "family ensemble only"),
-    Limit("flops", "float", 0, 1e12, "estimated FLOPs of one sample, counted as profile counts them (ResNet-50 at 224x224: about 8e9)"),
+    Limit("flops", "float", 0, 1e12,
+          "estimated FLOPs of one sample, counted as profile counts them (ResNet-50 at 224x224: about 8e9)"),
     # Command-line flags
     Limit("--port", "int", 1, 65535, "TCP port range"),
     Limit("--lr", "float", 0, 10.0, "learning rate", low_open=True),
@@ -282,7 +283,7 @@ def check_value(name: str, value: Number) -> None:
     settings that reach the library without going through the command line's ``type=`` checks."""
     limit = LIMITS[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not limit.contains(value) or (limit.kind == "int" and not isinstance(value, int)):
+            or not limit.contains(value) or (limit.kind == "int" and not float(value).is_integer()):
         raise UserError(f"{name} must be {limit.describe()}, got {value!r}")
 
 
