@@ -159,3 +159,12 @@ def test_help_shows_each_flags_range_from_the_table(capsys):
     for flag in ("--port", "--lr", "--trials", "--concurrency"):
         assert f"(allowed: {LIMITS[flag].describe()})" in help_text, flag
     assert "--max-memory SIZE" in help_text
+
+
+def test_gpu_indices_beyond_the_visible_gpus_are_refused(monkeypatch):
+    import mpn_nas.limits as limits
+
+    monkeypatch.setattr(limits, "_visible_gpus", lambda: 2)
+    assert gpu_list("0,1") == [0, 1]
+    with pytest.raises(argparse.ArgumentTypeError, match="GPU 2 does not exist; this machine shows 2"):
+        gpu_list("1,2")
