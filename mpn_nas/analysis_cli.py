@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UserError
+from .limits import flag_type
 
 SPLITS = ("test", "val", "train")
 
@@ -72,9 +73,9 @@ def register(commands) -> None:
                                                           "imagefolder:PATH | fake")
     show.add_argument("--data-dir", default=None, help="where cifar files are (default ./data)")
     show.add_argument("--split", default="test", choices=SPLITS)
-    show.add_argument("--seed", type=int, default=None,
+    show.add_argument("--seed", type=flag_type("--seed"), default=None,
                       help="data seed (split, contexts); default: the one in metrics.json beside the model, else 0")
-    show.add_argument("--batch-size", type=int, default=256)
+    show.add_argument("--batch-size", type=flag_type("--batch-size"), default=256)
     show.add_argument("-o", "--output", default="routing.png", help="heatmap PNG (default routing.png)")
     show.add_argument("--json", default=None, help="scores and mean matrices (default: the PNG path with .json)")
     show.set_defaults(handler=cmd_show_routing)

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Union
 from .errors import UserError
 from .files import atomic_write_text
 from .layers.routers import ROUTING_TYPES
+from .limits import check_document, check_field
 
 ARCH_FORMAT = "mpn-nas/arch"
 ARCH_VERSION = 1
@@ -96,16 +97,26 @@ class Arch:
         text = str(source)
         if not text.lstrip().startswith("{"):
             path = Path(text)
-            if not path.is_file():
-                raise ArchError(f"architecture file {path} not found")
-            text = path.read_text()
-            where = str(path)
+            where = _shown(text)
+            try:
+                if not path.is_file():
+                    raise ArchError(f"architecture file {where} not found")
+                _within("document size", path.stat().st_size, f"the size of {where} in bytes")
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as err:  # a name too long, a directory, binary content
+                raise ArchError(f"cannot read architecture file {where} ({type(err).__name__}); pass a JSON "
+                                "file") from None
         else:
             where = "architecture JSON"
+            _within("document size", len(text), f"the size of {where} in bytes")
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as err:
             raise ArchError(f"{where} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+        except RecursionError:
+            raise ArchError(f"{where} is nested too deeply to be an architecture document") from None
+        except ValueError as err:  # e.g. an integer of more digits than Python converts
+            raise ArchError(f"{where} is not a valid document ({str(err).splitlines()[0][:120]})") from None
         return cls.from_dict(doc)
 
     @classmethod
@@ -113,26 +124,30 @@ class Arch:
         if not isinstance(doc, Mapping):
             raise ArchError(f"architecture document must be a JSON object, got {type(doc).__name__}")
         if doc.get("format") != ARCH_FORMAT:
-            raise ArchError(f"field 'format' must be {ARCH_FORMAT!r}, got {doc.get('format')!r}")
+            raise ArchError(f"field 'format' must be {ARCH_FORMAT!r}, got {_shown(doc.get('format'))}")
         if doc.get("version") != ARCH_VERSION:
             raise ArchError(f"field 'version' must be {ARCH_VERSION} (this mpn-nas reads version {ARCH_VERSION}), "
-                            f"got {doc.get('version')!r}")
+                            f"got {_shown(doc.get('version'))}")
         known = {"format", "version", "family", "in_channels", "input_size", "num_classes", "stem_width", "stages",
                  "ensemble_size", "member_family", "extra"}
-        unknown = sorted(set(doc) - known)
+        unknown = sorted(str(key) for key in set(doc) - known)
         if unknown:
-            raise ArchError(f"unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(known))}")
+            raise ArchError(f"unknown field {_shown(unknown[0])}; allowed fields: {', '.join(sorted(known))}")
         for name in ("family", "in_channels", "input_size", "num_classes", "stem_width", "stages"):
             if name not in doc:
                 raise ArchError(f"missing field {name!r}")
         stages = doc["stages"]
         if not isinstance(stages, list) or not stages:
             raise ArchError("field 'stages' must be a non-empty list of stage objects")
+        _within("stages (count)", len(stages), "stages")  # before building thousands of stages
+        extra = doc.get("extra")
+        if extra is not None and not isinstance(extra, Mapping):
+            raise ArchError(f"field 'extra' must be an object (free-form metadata), got {_shown(extra)}")
         return cls(family=doc["family"], in_channels=doc["in_channels"], input_size=doc["input_size"],
                    num_classes=doc["num_classes"], stem_width=doc["stem_width"],
                    stages=tuple(_stage_from_dict(i, s) for i, s in enumerate(stages)),
                    ensemble_size=doc.get("ensemble_size", 1), member_family=doc.get("member_family", "resnet"),
-                   extra=dict(doc.get("extra") or {}))
+                   extra=dict(extra or {}))
 
 
 def _stage_from_dict(index: int, doc: Any) -> Stage:
@@ -140,24 +155,42 @@ def _stage_from_dict(index: int, doc: Any) -> Stage:
     if not isinstance(doc, Mapping):
         raise ArchError(f"{where} must be an object with fields blocks, width, paths, routing, density, stride, se")
     known = set(Stage.__dataclass_fields__)
-    unknown = sorted(set(doc) - known)
+    unknown = sorted(str(key) for key in set(doc) - known)
     if unknown:
-        raise ArchError(f"unknown field '{where}.{unknown[0]}'; allowed: {', '.join(sorted(known))}")
+        name = _shown(str(unknown[0]), 40)[1:-1]  # escaped and cut short, without repr's quotes
+        raise ArchError(f"unknown field '{where}.{name}'; allowed: {', '.join(sorted(known))}")
     return Stage(**doc)
+
+
+def _within(limit: str, value: int, where: str) -> None:
+    """:func:`~mpn_nas.limits.check_field`, refusing with an :class:`ArchError`."""
+    try:
+        check_field(limit, value, where)
+    except UserError as err:
+        raise ArchError(str(err)) from None
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut short: a hostile document must not turn the one-line answer into pages."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # very deep nesting, or an int of too many digits
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _require_int(where: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ArchError(f"field {where!r} must be an integer >= {minimum}, got {value!r}")
+        raise ArchError(f"field {where!r} must be an integer >= {minimum}, got {_shown(value)}")
 
 
 def validate(arch: Arch) -> None:
     """Raise :class:`ArchError` naming the first bad field and its allowed values."""
     if arch.family not in FAMILIES:
-        raise ArchError(f"field 'family' must be one of {', '.join(FAMILIES)}, got {arch.family!r}")
+        raise ArchError(f"field 'family' must be one of {', '.join(FAMILIES)}, got {_shown(arch.family)}")
     if arch.member_family not in MEMBER_FAMILIES:
         raise ArchError(f"field 'member_family' must be one of {', '.join(MEMBER_FAMILIES)}, "
-                        f"got {arch.member_family!r}")
+                        f"got {_shown(arch.member_family)}")
     for name in ("in_channels", "input_size", "num_classes", "stem_width", "ensemble_size"):
         _require_int(name, getattr(arch, name), 2 if name == "num_classes" else 1)
     if arch.family == "ensemble" and arch.ensemble_size < 2:
@@ -170,13 +203,13 @@ def validate(arch: Arch) -> None:
             _require_int(f"{where}.{name}", getattr(stage, name), 1)
         if stage.routing not in ROUTING_TYPES:
             raise ArchError(f"field '{where}.routing' must be one of {', '.join(ROUTING_TYPES)}, "
-                            f"got {stage.routing!r}")
+                            f"got {_shown(stage.routing)}")
         density = stage.density
         if isinstance(density, bool) or not isinstance(density, (int, float)) or not math.isfinite(density) \
                 or not 0.0 < density <= 1.0:
-            raise ArchError(f"field '{where}.density' must be a number in (0, 1], got {density!r}")
+            raise ArchError(f"field '{where}.density' must be a number in (0, 1], got {_shown(density)}")
         if not isinstance(stage.se, bool):
-            raise ArchError(f"field '{where}.se' must be true or false, got {stage.se!r}")
+            raise ArchError(f"field '{where}.se' must be true or false, got {_shown(stage.se)}")
         if not convolutional and (stage.stride != 1 or stage.se):
             raise ArchError(f"field '{where}.{'stride' if stage.stride != 1 else 'se'}' applies to the resnet "
                             "family only; use stride 1 and se false for mlp")
@@ -187,5 +220,9 @@ def validate(arch: Arch) -> None:
     if convolutional:
         reduction = math.prod(stage.stride for stage in arch.stages)
         if reduction > arch.input_size:
-            raise ArchError(f"field 'stages[*].stride' reduces input_size {arch.input_size} by {reduction}; "
+            raise ArchError(f"field 'stages[*].stride' reduces input_size {arch.input_size} by {_shown(reduction)}; "
                             f"the product of strides must be <= input_size")
+    try:  # limits, FLOPs and memory, from the fields alone: before anything is built
+        check_document(arch)
+    except UserError as err:
+        raise ArchError(str(err)) from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .errors import EXIT_BAD_INPUT, UserError
+from .limits import flag_type, max_memory_set, memory_flag
 
 EXIT_FAILURE = 1
 
@@ -23,13 +24,6 @@ EXIT_FAILURE = 1
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage too; keep to one line
         raise UserError(f"{message} (see '{self.prog} --help')")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -49,20 +43,22 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="digits | digits-contexts | cifar10 | cifar100 | imagefolder:PATH | fake")
     parser.add_argument("--data-dir", default=None, help="where cifar files are (default ./data)")
     parser.add_argument("--download", action="store_true", help="download cifar files when absent")
-    parser.add_argument("--epochs", type=_positive_int, default=10)
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--epochs", type=flag_type("--epochs"), default=10)
+    parser.add_argument("--batch-size", type=flag_type("--batch-size"), default=64)
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--router-lr-scale", type=float, default=10.0,
+    parser.add_argument("--lr", type=flag_type("--lr"), default=0.05)
+    parser.add_argument("--weight-decay", type=flag_type("--weight-decay"), default=5e-4,
+                        help="L2 factor of the non-router weights (default 5e-4)")
+    parser.add_argument("--router-lr-scale", type=flag_type("--router-lr-scale"), default=10.0,
                         help="routers' learning rate as a multiple of --lr (default 10; routers get no weight decay)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=flag_type("--seed"), default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
 def train_config(args: argparse.Namespace):
     from .training import TrainConfig
 
-    return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+    return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        router_lr_scale=args.router_lr_scale, batch_size=args.batch_size, seed=args.seed,
                        device=args.device, **getattr(args, "recorded_recipe", {}))
 
@@ -116,12 +112,14 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .data import check_dataset_name
     from .files import atomic_write_text
     from .history import EpochHistory
+    from .limits import check_training
     from .training import check_resumable, train
 
     arch = Arch.from_json(args.arch)
     used = apply_training_record(args, arch)
     check_dataset_name(args.dataset)
     config = train_config(args)
+    check_training(arch, config.batch_size)  # before data is loaded or anything written
     out = Path(args.out)
     last_checkpoint = out / "checkpoints" / "last.ckpt"
     if args.resume:
@@ -182,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(name).register(commands)
     for command in commands.choices.values():  # also after the subcommand; SUPPRESS keeps the top level's value
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    for command in (parser, *commands.choices.values()):  # accepted before or after the subcommand
+        command.add_argument("--max-memory", type=memory_flag, default=argparse.SUPPRESS, metavar="SIZE",
+                             help="memory one network may need, e.g. 8G (default: half of this machine's); "
+                                  "larger documents are refused before anything is built")
+        for action in command._actions:  # every range-checked flag shows its range from the limits table
+            if hasattr(action.type, "limit"):
+                action.help = f"{action.help or ''} (allowed: {action.type.limit.describe()})".strip()
     return parser
 
 
@@ -221,7 +226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         check_gpu_request(getattr(args, "device", None), getattr(args, "gpus", None))
         handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
+        with max_memory_set(getattr(args, "max_memory", None)):
+            return handler(args)
     except UserError as err:
         if debug:
             raise

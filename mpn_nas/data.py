@@ -13,12 +13,25 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import UserError
 
+MIN_IMAGES_PER_CLASS = 3  # image folders: one each for training, validation and test
 DATASETS = ("digits", "digits-contexts", "cifar10", "cifar100", "imagefolder:PATH", "fake")
 
 # ``digits-contexts``: the context each image is rendered in, in the order of their integer codes.
 DIGIT_CONTEXTS = ("plain", "inverted", "rotated", "mirrored-noisy")
 # Standard deviation of the Gaussian noise of ``mirrored-noisy``, on the [-1, 1] pixel scale.
 CONTEXT_NOISE_STD = 0.25
+
+
+class CorruptImageError(UserError):
+    """An image file that cannot be decoded; the message names the file."""
+
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker re-raises it in the main process as CorruptImageError(worker traceback
+        # text): keep the original one-line message, its last line.
+        lines = [line for line in str(message).splitlines() if line.strip()]
+        if len(lines) > 1:
+            message = lines[-1].split(": ", 1)[-1]
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -153,8 +166,7 @@ def _cifar(name: str, data_dir: Optional[str], download: bool, seed: int, **load
     try:
         train_aug = cls(str(root), train=True, transform=augment, download=download)
     except RuntimeError:
-        raise UserError(f"{name} files not found under {root}; pass --data-dir DIR pointing at them, "
-                        "or --download to fetch them") from None
+        raise UserError(_cifar_problem(cls, name, root)) from None
     except OSError as err:
         raise UserError(f"could not download {name} into {root} ({err}); download it elsewhere and pass "
                         "--data-dir") from None
@@ -165,6 +177,52 @@ def _cifar(name: str, data_dir: Optional[str], download: bool, seed: int, **load
     classes = 10 if name == "cifar10" else 100
     return ClassificationData(name, DataShape(3, 32, classes), Subset(train_aug, order[val_count:]),
                               Subset(train_plain, order[:val_count]), test, **loader_args)
+
+
+def _cifar_problem(cls, name: str, root: Path) -> str:
+    """Why torchvision refused the CIFAR files under ``root``: absent, another version, or a damaged file."""
+    from torchvision.datasets.utils import check_integrity
+
+    folder = root / cls.base_folder
+    if not folder.is_dir():
+        binary = root / cls.base_folder.replace("-py", "-bin").replace("-python", "-binary")
+        if binary.is_dir():
+            return (f"{binary} holds the binary version of {name}; mpn-nas reads the python version "
+                    f"({cls.filename}): pass --download, or unpack that archive under {root}")
+        return (f"{name} files not found under {root}; pass --data-dir DIR pointing at them, "
+                "or --download to fetch them")
+    for filename, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]:
+        if not check_integrity(str(folder / filename), md5):
+            state = "missing" if not (folder / filename).is_file() else "truncated, damaged or of another version"
+            return (f"{name} file {folder / filename} is {state} (not the file torchvision expects); delete "
+                    f"{folder} and pass --download, or unpack {cls.filename} there again")
+    return f"torchvision could not read {name} under {root}; delete {folder} and pass --download"
+
+
+def load_image(path: str):
+    """ImageFolder's loader: the image as RGB, or a one-line :class:`CorruptImageError` naming the file."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as file:
+            return Image.open(file).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise CorruptImageError(f"image {path} cannot be read ({str(err).splitlines()[0][:120]}); remove or "
+                                "replace it") from None
+
+
+def _check_images(samples: Sequence[tuple[str, int]]) -> None:
+    """Refuse, naming the file, an image whose header or structure is broken (``verify``: cheap, no decoding).
+    A file broken further in (e.g. a truncated JPEG) is reported by :func:`load_image` when it is read."""
+    from PIL import Image
+
+    for path, _ in samples:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise CorruptImageError(f"image {path} cannot be read ({str(err).splitlines()[0][:120]}); remove or "
+                                    "replace it") from None
 
 
 def _imagefolder(path: str, input_size: int, in_channels: int, seed: int, **loader_args) -> ClassificationData:
@@ -178,15 +236,25 @@ def _imagefolder(path: str, input_size: int, in_channels: int, seed: int, **load
         steps.append(transforms.Grayscale())
     steps += [transforms.ToTensor(), transforms.Normalize([0.5] * in_channels, [0.5] * in_channels)]
     try:
-        full = datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
+        full = datasets.ImageFolder(str(root), transform=transforms.Compose(steps), loader=load_image)
     except (FileNotFoundError, RuntimeError) as err:
         raise UserError(f"image folder {root} holds no images ({err}); it needs one sub-folder of images "
                         "per class") from None
     labels = list(full.targets)
-    if len(full.classes) < 2 or min(labels.count(c) for c in range(len(full.classes))) < 3:
-        raise UserError(f"image folder {root} needs at least 2 classes with at least 3 images each")
-    train, val, test = _split_indices(labels, (0.1, 0.1), seed) if len(labels) >= 30 else (
-        _round_robin_split(len(labels)))
+    if len(full.classes) < 2:
+        raise UserError(f"image folder {root} has a single class ({full.classes[0]!r}); it needs one sub-folder of "
+                        "images per class, at least 2")
+    for index, name in enumerate(full.classes):
+        if labels.count(index) < MIN_IMAGES_PER_CLASS:
+            raise UserError(f"class {name!r} of image folder {root} has {labels.count(index)} image(s); every class "
+                            f"needs at least {MIN_IMAGES_PER_CLASS} (training, validation and test)")
+    _check_images(full.samples)
+    train, val, test = _round_robin_split(len(labels))
+    if len(labels) >= 30:
+        try:
+            train, val, test = _split_indices(labels, (0.1, 0.1), seed)
+        except ValueError:  # more classes than a 10% split has images: keep the round-robin split
+            pass
     return ClassificationData(f"imagefolder:{root}", DataShape(in_channels, input_size, len(full.classes)),
                               Subset(full, train), Subset(full, val), Subset(full, test), **loader_args)
 

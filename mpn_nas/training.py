@@ -16,9 +16,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .arch import Arch
 from .cpu_allocator import keep_freed_memory
-from .data import ClassificationData
+from .data import ClassificationData, CorruptImageError
 from .errors import UserError
 from .layers.routers import Router
+from .limits import check_training, check_value
 from .models import build_model
 from .resume import ArchInCheckpoint, EpochSeed, check_resumable  # noqa: F401 (check_resumable: the CLI's)
 
@@ -40,10 +41,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        if not self.router_lr_scale > 0:
-            raise UserError(f"--router-lr-scale must be > 0, got {self.router_lr_scale}")
-        if self.epochs < 1:
-            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
+        for name in ("epochs", "lr", "weight_decay", "router_lr_scale", "batch_size", "seed"):
+            check_value("--" + name.replace("_", "-"), getattr(self, name))
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -173,6 +172,7 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
     returns the model and its metrics. On CPU it also keeps freed memory in the process
     (:func:`mpn_nas.cpu_allocator.keep_freed_memory`)."""
     check_data_matches(arch, data)
+    check_training(arch, config.batch_size)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(arch) if model is None else model
     on_gpu = resolve_device(config.device) == "cuda"
@@ -187,6 +187,10 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None,
                     weights_only=True)
+    except CorruptImageError as err:  # found mid-training: the last finished epoch's checkpoint stays
+        kept = out_dir is not None and (out_dir / "checkpoints" / "last.ckpt").is_file()
+        raise CorruptImageError(f"{err}, then continue from the last finished epoch with --resume" if kept
+                                else str(err)) from None
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1); callers need to see the interrupt
             raise KeyboardInterrupt from None

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 from mpn_nas import Arch
 from mpn_nas.complexity import Complexity, count_params_and_flops, measure_latency_ms
 from mpn_nas.errors import UserError
+from mpn_nas.limits import check_value
 
 from .config import SpaceConfig, sample_to_arch
 
@@ -29,8 +30,8 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("max_params", "max_flops", "max_latency_ms"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            if value is not None:
+                check_value("--" + name.replace("_", "-"), value)
 
     @property
     def unlimited(self) -> bool:

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Union
 from mpn_nas.arch import Arch, Stage
 from mpn_nas.errors import UserError
 from mpn_nas.layers.routers import ROUTING_TYPES
+from mpn_nas.limits import check_space
 
 FAMILIES = ("resnet", "mlp")
 # (in_channels, input_size, num_classes) of the data sets whose shape is fixed.
@@ -170,6 +171,7 @@ def _validate(cfg: SpaceConfig) -> None:
                          ("blocks", cfg.blocks), *((f"widths[{i}]", w) for i, w in enumerate(cfg.widths))):
         if len(set(values)) != len(values):
             fail(kind, "a list without repeats", list(values))
+    check_space(cfg)  # candidates within the limits table, largest architecture within memory
 
 
 def _choice(sample: Mapping[str, Any], cfg: SpaceConfig, stage: int, kind: str) -> Any:

@@ -5,17 +5,14 @@ import argparse
 from pathlib import Path
 
 
-def _gpu_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated GPU indices like 0,1, got {text!r}") from None
+from mpn_nas.limits import flag_type, gpu_list
 
 
 def add_budget_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-params", type=int, default=None, help="parameter budget")
-    parser.add_argument("--max-flops", type=int, default=None, help="FLOPs budget (one sample)")
-    parser.add_argument("--max-latency-ms", type=float, default=None, help="batch-1 CPU latency budget")
+    parser.add_argument("--max-params", type=flag_type("--max-params"), default=None, help="parameter budget")
+    parser.add_argument("--max-flops", type=flag_type("--max-flops"), default=None, help="FLOPs budget (one sample)")
+    parser.add_argument("--max-latency-ms", type=flag_type("--max-latency-ms"), default=None,
+                        help="batch-1 CPU latency budget")
 
 
 def budget_from(args: argparse.Namespace):
@@ -103,16 +100,17 @@ def register(commands) -> None:
     search.add_argument("--objective", default="flops", help="flops | params: the cost the pareto strategy "
                         "trades accuracy against (and pareto.png's x axis)")
     add_budget_options(search)
-    search.add_argument("--trials", type=int, default=8, help="trials to train (over-budget samples do not count); "
-                        "one-shot: subnets evaluated with the supernet's weights")
-    search.add_argument("--epochs", type=int, default=2, help="training epochs per trial (one-shot: supernet epochs)")
+    search.add_argument("--trials", type=flag_type("--trials"), default=8, help="trials to train (over-budget samples "
+                        "do not count); one-shot: subnets evaluated with the supernet's weights")
+    search.add_argument("--epochs", type=flag_type("--epochs"), default=2, help="training epochs per trial (one-shot: "
+                        "supernet epochs)")
     search.add_argument("--engine", default="sequential", help="sequential (in-process) | ts (NNI manager, web UI)")
-    search.add_argument("--concurrency", type=int, default=1, help="trials at once (ts engine)")
-    search.add_argument("--gpus", type=_gpu_list, default=None, help="GPU indices for trials, e.g. 0,1 (ts engine)")
-    search.add_argument("--port", type=int, default=8080, help="NNI manager / web UI port (ts engine)")
-    search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--batch-size", type=int, default=64)
-    search.add_argument("--lr", type=float, default=0.05)
+    search.add_argument("--concurrency", type=flag_type("--concurrency"), default=1, help="trials at once (ts engine)")
+    search.add_argument("--gpus", type=gpu_list, default=None, help="GPU indices for trials, e.g. 0,1 (ts engine)")
+    search.add_argument("--port", type=flag_type("--port"), default=8080, help="NNI manager / web UI port (ts engine)")
+    search.add_argument("--seed", type=flag_type("--seed"), default=0)
+    search.add_argument("--batch-size", type=flag_type("--batch-size"), default=64)
+    search.add_argument("--lr", type=flag_type("--lr"), default=0.05)
     search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="trial device")
     search.add_argument("--out", help="directory for best_arch.json, trials.csv, summary.json, ...")
     search.add_argument("--resume", metavar="DIR", help="continue an interrupted search in DIR, or extend a finished "
@@ -129,9 +127,9 @@ def register(commands) -> None:
     trial.add_argument("--dataset", default="digits")
     trial.add_argument("--data-dir", default=None)
     add_budget_options(trial)
-    trial.add_argument("--epochs", type=int, default=2)
-    trial.add_argument("--batch-size", type=int, default=64)
-    trial.add_argument("--lr", type=float, default=0.05)
-    trial.add_argument("--seed", type=int, default=0)
+    trial.add_argument("--epochs", type=flag_type("--epochs"), default=2)
+    trial.add_argument("--batch-size", type=flag_type("--batch-size"), default=64)
+    trial.add_argument("--lr", type=flag_type("--lr"), default=0.05)
+    trial.add_argument("--seed", type=flag_type("--seed"), default=0)
     trial.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     trial.set_defaults(handler=cmd_trial)

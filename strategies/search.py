@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 from mpn_nas.devices import check_gpu_request
 from mpn_nas.errors import UserError
 from mpn_nas.recipe import training_record, with_training_record
+from mpn_nas.limits import check_value
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
 from search_spaces.config import DATASET_SHAPES, SpaceConfig, config_from_dict, load_config, sample_to_arch
@@ -117,9 +118,8 @@ def validate(settings: SearchSettings) -> None:
     check_objective(settings.objective)
     if settings.engine not in ENGINES:
         raise UserError(f"unknown engine {settings.engine!r}; allowed: {', '.join(ENGINES)}")
-    for name in ("trials", "epochs", "concurrency", "batch_size"):
-        if getattr(settings, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
+    for name in ("trials", "epochs", "concurrency", "batch_size", "port", "lr", "seed"):
+        check_value("--" + name.replace("_", "-"), getattr(settings, name))
     if settings.engine == "sequential" and (settings.concurrency > 1 or settings.gpus):
         raise UserError("--concurrency and --gpus need --engine ts (the sequential engine trains one trial at a time "
                         "in this process)")

@@ -27,6 +27,31 @@ def _stage(**changes):
     return [dict(arch_doc()["stages"][0], **changes)]
 
 
+def _image_folder(root: Path, counts: dict, size: int = 10, modes=("RGB",)) -> Path:
+    """``counts[class]`` random PNG images per class sub-folder, cycling through ``modes`` and sizes."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            side = size + 3 * (index % 3)
+            pixels = torch.randint(0, 256, (side, side, 3), generator=generator, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).convert(modes[index % len(modes)]).save(root / name / f"{index}.png")
+    return root
+
+
+def _damaged_cifar(root: Path) -> Path:
+    """A CIFAR-10 folder whose first training batch is cut short."""
+    from torchvision.datasets import CIFAR10
+
+    folder = root / CIFAR10.base_folder
+    folder.mkdir(parents=True)
+    for name, _ in [*CIFAR10.train_list, *CIFAR10.test_list]:
+        (folder / name).write_bytes(b"\x80\x02}q" * 10)
+    return root
+
+
 def _bad_input_cases(tmp_path):
     """(case, command line, fragment of the one-line message) for every row of the README's table."""
     listening = socket.socket()
@@ -45,7 +70,57 @@ def _bad_input_cases(tmp_path):
     torch.save({"weights": torch.zeros(2)}, foreign_checkpoint / "last.ckpt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     out = str(tmp_path / "out")
+    corrupt = _image_folder(tmp_path / "corrupt_images", {"cat": 4, "dog": 4})
+    (corrupt / "dog" / "2.png").write_bytes(b"not a png")
+    single = _image_folder(tmp_path / "single_class", {"cat": 6})
+    few = _image_folder(tmp_path / "few_images", {"cat": 4, "dog": 2})
+    (tmp_path / "binary_cifar" / "cifar-10-batches-bin").mkdir(parents=True)
+    huge_space = {"widths": [[4, 8], [8, 4096]], "path_counts": [1, 64], "blocks": [1, 64]}
+    digits = str(EXAMPLE_ARCHS / "digits_single.json")
     return listening, [
+        ("path count 100,000", ["profile", _doc_file(tmp_path, "p5.json", arch_doc(stages=_stage(paths=100_000)))],
+         "'stages[0].paths' = 100,000 is above the limit of 64"),
+        ("blocks 10,000,000", ["profile", _doc_file(tmp_path, "b7.json", arch_doc(stages=_stage(blocks=10 ** 7)))],
+         "'stages[0].blocks' = 10,000,000 is above the limit"),
+        ("width 10^9", ["profile", _doc_file(tmp_path, "w9.json", arch_doc(stages=_stage(width=10 ** 9)))],
+         "'stages[0].width'"),
+        ("input size 10^5", ["profile", _doc_file(tmp_path, "i5.json", arch_doc(input_size=10 ** 5))], "input_size"),
+        ("ensemble of 1000", ["profile", _doc_file(tmp_path, "e3.json", arch_doc(family="ensemble",
+                                                                                 ensemble_size=1000))],
+         "ensemble_size"),
+        ("document over --max-memory", ["profile", ROUTED, "--max-memory", "64K"], "raise --max-memory"),
+        ("document of several MB", ["profile", _doc_file(tmp_path, "big.json", json.dumps(arch_doc()) + " " * 2 ** 21)],
+         "size"),
+        ("training batch over the memory limit", ["retrain", str(EXAMPLE_ARCHS / "cifar10_routed.json"), "--dataset",
+                                                  "fake", "--batch-size", "65536", "--out", out], "--batch-size"),
+        ("--port out of range", ["search", "--engine", "ts", "--port", "70000", "--out", out], "--port"),
+        ("negative --lr", ["retrain", ROUTED, "--lr", "-1", "--out", out], "--lr: must be a number in (0, 10]"),
+        ("negative --weight-decay", ["retrain", ROUTED, "--weight-decay", "-1", "--out", out], "--weight-decay"),
+        ("--batch-size 0", ["retrain", ROUTED, "--batch-size", "0", "--out", out], "--batch-size"),
+        ("--epochs 0", ["search", "--epochs", "0", "--out", out], "--epochs"),
+        ("--trials 0", ["search", "--trials", "0", "--out", out], "--trials"),
+        ("--concurrency 0", ["search", "--concurrency", "0", "--out", out], "--concurrency"),
+        ("negative GPU index", ["search", "--gpus", "-1", "--out", out], "--gpus"),
+        ("--max-params 0", ["search", "--max-params", "0", "--out", out], "--max-params"),
+        ("--max-latency-ms nan", ["search", "--max-latency-ms", "nan", "--out", out], "--max-latency-ms"),
+        ("negative --seed", ["retrain", ROUTED, "--seed", "-1", "--out", out], "--seed"),
+        ("--max-memory not a size", ["profile", ROUTED, "--max-memory", "lots"], "--max-memory"),
+        ("corrupt image", ["retrain", digits, "--dataset", f"imagefolder:{corrupt}", "--out", out],
+         f"image {corrupt / 'dog' / '2.png'} cannot be read"),
+        ("image folder of a single class", ["retrain", digits, "--dataset", f"imagefolder:{single}", "--out", out],
+         "single class ('cat')"),
+        ("class with too few images", ["retrain", digits, "--dataset", f"imagefolder:{few}", "--out", out],
+         "class 'dog'"),
+        ("truncated CIFAR file", ["retrain", str(EXAMPLE_ARCHS / "cifar10_routed.json"), "--dataset", "cifar10",
+                                  "--data-dir", str(_damaged_cifar(tmp_path / "damaged_cifar")), "--out", out],
+         "data_batch_1 is truncated, damaged or of another version"),
+        ("CIFAR of the binary version", ["retrain", str(EXAMPLE_ARCHS / "cifar10_routed.json"), "--dataset", "cifar10",
+                                         "--data-dir", str(tmp_path / "binary_cifar"), "--out", out],
+         "binary version"),
+        ("space config with an enormous candidate", ["search", "--space-config", _doc_file(
+            tmp_path, "s5.json", {"widths": [[4, 8], [8, 100_000]]}), "--out", out], "space config list 'widths[1]'"),
+        ("space config whose largest architecture is too big", ["search", "--space-config", _doc_file(
+            tmp_path, "s6.json", huge_space), "--out", out], "largest architecture of this space config"),
         ("malformed JSON", ["profile", _doc_file(tmp_path, "m.json", "{'format': mpn}")], "not valid JSON"),
         ("truncated JSON", ["retrain", _doc_file(tmp_path, "t.json", json.dumps(arch_doc())[:40]), "--out", out],
          "not valid JSON"),
@@ -116,8 +191,11 @@ def test_diverging_training_raises_a_clear_error():
     from mpn_nas.training import NonFiniteLossError, TrainConfig, train
 
     arch = Arch.from_json(str(EXAMPLE_ARCHS / "digits_single.json"))
+    data = make_data("digits")
+    images, labels = data.train_set.dataset.tensors  # --lr is capped, so overflow the activations instead
+    data.train_set.dataset.tensors = (images * float("inf"), labels)
     with pytest.raises(NonFiniteLossError, match="loss became"):
-        train(arch, make_data("digits"), TrainConfig(epochs=2, lr=1e25, device="cpu"), progress=False, test=False)
+        train(arch, data, TrainConfig(epochs=2, lr=10.0, device="cpu"), progress=False, test=False)
 
 
 def _search_settings(tmp_path, **changes):
@@ -235,3 +313,39 @@ def test_ctrl_c_during_retrain_leaves_a_checkpoint_that_resumes_bit_identically(
     got_metrics = json.loads((out / "metrics.json").read_text())
     assert (got_metrics["test_accuracy"], got_metrics["val_accuracy"]) == (expected_metrics["test_accuracy"],
                                                                            expected_metrics["val_accuracy"])
+
+
+def test_image_folder_of_mixed_sizes_and_modes_loads(tmp_path):
+    from mpn_nas.data import DataShape, make_data
+
+    root = _image_folder(tmp_path / "mixed", {"cat": 5, "dog": 5}, modes=("RGB", "L", "RGBA", "P"))
+    for channels in (1, 3):
+        data = make_data(f"imagefolder:{root}", shape=DataShape(channels, 8, 2), batch_size=16)
+        images, labels = next(iter(data.train_dataloader()))
+        assert images.shape == (len(data.train_set), channels, 8, 8) and torch.isfinite(images).all()
+
+
+def test_image_corrupted_mid_training_is_named_and_the_checkpoint_kept(tmp_path):
+    import pytorch_lightning as pl
+
+    from mpn_nas import Arch
+    from mpn_nas.data import CorruptImageError, DataShape, make_data
+    from mpn_nas.training import TrainConfig, check_resumable, train
+
+    root = _image_folder(tmp_path / "images", {"cat": 4, "dog": 4})
+    victim = root / "cat" / "1.png"
+
+    class CorruptAfterFirstEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                victim.write_bytes(victim.read_bytes()[:40])  # cut short after the files were checked
+
+    arch = Arch.from_dict(dict(json.loads((EXAMPLE_ARCHS / "digits_single.json").read_text()), num_classes=2))
+    data = make_data(f"imagefolder:{root}", shape=DataShape(1, 8, 2), batch_size=8)
+    out = tmp_path / "run"
+    with pytest.raises(CorruptImageError) as failed:
+        train(arch, data, TrainConfig(epochs=3, device="cpu"), out_dir=out, callbacks=[CorruptAfterFirstEpoch()],
+              progress=False, test=False)
+    message = str(failed.value)
+    assert "\n" not in message and str(victim) in message and "--resume" in message
+    check_resumable(out / "checkpoints" / "last.ckpt", arch)  # the finished epoch can be continued
