@@ -65,7 +65,7 @@ def train_config(args: argparse.Namespace):
 
 # Options retrain takes from the architecture's training record (``best_arch.json`` of a search) when
 # the command line leaves them out; the record's other recipe fields (no options) are used as they are.
-RECORDED_OPTIONS = ("dataset", "data_dir", "optimizer", "lr", "router_lr_scale", "batch_size", "seed")
+RECORDED_OPTIONS = ("dataset", "data_dir", "optimizer", "lr", "weight_decay", "router_lr_scale", "batch_size", "seed")
 
 
 def apply_training_record(args: argparse.Namespace, arch) -> str:
@@ -87,7 +87,8 @@ def apply_training_record(args: argparse.Namespace, arch) -> str:
         if value is not None:
             taken.append(name)
     args.recorded_recipe = {k: v for k, v in recipe.items() if k not in RECORDED_OPTIONS}
-    used = (f"training {args.epochs} epochs on {args.dataset} with {args.optimizer}, lr {args.lr}, router-lr-scale "
+    used = (f"training {args.epochs} epochs on {args.dataset} with {args.optimizer}, lr {args.lr}, weight-decay "
+            f"{args.weight_decay}, router-lr-scale "
             f"{args.router_lr_scale}, batch-size {args.batch_size}, seed {args.seed}")
     if not record:
         return f"{used} ({Path(args.arch).name} records no training: command line and defaults)"

@@ -18,6 +18,12 @@ from helpers import (EXAMPLE_ARCHS, REPO, alive, arch_doc, assert_clean_error, d
 ROUTED = str(EXAMPLE_ARCHS / "digits_routed.json")
 
 
+def _ctrl_c_answered() -> None:
+    """In the child: SIGINT at its default, as in a terminal. A test run started in the background
+    of a non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _doc_file(tmp_path, name, doc_or_text):
     path = tmp_path / name
     path.write_text(doc_or_text if isinstance(doc_or_text, str) else json.dumps(doc_or_text))
@@ -255,7 +261,8 @@ def test_sigint_stops_everything_and_resume_keeps_finished_trials(tmp_path):
         command = [sys.executable, "-m", "mpn_nas.cli", "search", "--engine", "ts", "--port", str(port),
                    "--space-config", str(tiny_space_config(tmp_path / "space.json")), "--trials", "4", "--epochs", "1",
                    "--max-params", "12000", "--out", str(out), "--seed", "4"]
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=_ctrl_c_answered)
         started = []
         try:
             poll_until(lambda: (out / "trials.csv").exists() or process.poll() is not None, timeout=300,
@@ -294,6 +301,7 @@ def test_ctrl_c_during_retrain_leaves_a_checkpoint_that_resumes_bit_identically(
     assert straight.returncode == 0, straight.stderr[-2000:]
     out = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-m", "mpn_nas.cli", *base, "--out", str(out)], cwd=REPO,
+                               preexec_fn=_ctrl_c_answered,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = out / "checkpoints" / "last.ckpt"
     try:
