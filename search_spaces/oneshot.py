@@ -188,11 +188,9 @@ class MultiPathMixedOperation(MixedOperation):
         if unsupported:
             raise TypeError(f"{type(self).__name__}: argument {unsupported[0]!r} cannot be searched in a supernet; "
                             f"searchable: {', '.join(self.searchable)}")
-        self._largest_arguments = {name: (_largest(value) if name not in ("routing", "density") else value)
+        # init_arguments holds the choices themselves: the largest of each size (routing and density stay choices)
+        self._largest_arguments = {name: value if name in ("routing", "density") else _largest(value)
                                    for name, value in self.init_arguments.items()}
-        for name, value in self.mutable_arguments.items():
-            if name not in ("routing", "density"):
-                self._largest_arguments[name] = _largest(value)
         self._largest_sizes = self.sizes(self._largest_arguments)
         self._masks: dict[tuple, dict[str, torch.Tensor]] = {}
 
@@ -233,10 +231,14 @@ class MultiPathMixedOperation(MixedOperation):
 
     # -- exact (sampled) forward -------------------------------------------------------------------
     def freeze_weight(self, **arguments: Any) -> dict[str, torch.Tensor]:
+        return self._sliced(arguments)[0]
+
+    def _sliced(self, arguments: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The plain layer's state (sliced from the supernet's) and the supernet's own state."""
         sizes = self.sizes(arguments)
         state = dict(self.state_dict(keep_vars=True))
         return {plain: slice_weight(state[super_], dims, sizes, self._largest_sizes)
-                for plain, (super_, dims) in self.layout(arguments).items()}
+                for plain, (super_, dims) in self.layout(arguments).items()}, state
 
     def _template(self, arguments: Mapping[str, Any]) -> nn.Module:
         """The plain layer of ``arguments`` without storage: its code runs on the supernet's slices."""
@@ -259,16 +261,13 @@ class MultiPathMixedOperation(MixedOperation):
 
     def exact_forward(self, arguments: Mapping[str, Any], x: torch.Tensor) -> torch.Tensor:
         template = self._template(arguments)
-        sizes = self.sizes(arguments)
-        state = dict(self.state_dict(keep_vars=True))
-        layout = self.layout(arguments)
-        weights = {plain: slice_weight(state[super_], dims, sizes, self._largest_sizes)
-                   for plain, (super_, dims) in layout.items()}
+        weights, state = self._sliced(arguments)
         key = tuple(sorted(arguments.items()))
         template.train(self.training)
         out = functional_call(template, {**weights, **self._router_masks(template, key, x.device)}, (x,))
         if self.training:  # batch norm updated its statistics on sliced copies: store them in the supernet
-            for plain, (super_, dims) in layout.items():
+            sizes = self.sizes(arguments)
+            for plain, (super_, dims) in self.layout(arguments).items():
                 # A view was updated in place already (and autograd saved it: no second write).
                 if plain.endswith(("running_mean", "running_var")) and not _shares_storage(weights[plain],
                                                                                              state[super_]):

@@ -1,11 +1,13 @@
-"""Search artifacts: ``trials.csv``, ``summary.json``, ``best_arch.json`` and ``pareto.png``."""
+"""Search artifacts: ``trials.csv``, ``summary.json``, ``best_arch.json``, ``pareto.png`` and (one-shot)
+``probabilities.png``."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from pathlib import Path
-from typing import Collection, Iterable, Optional, Sequence
+from typing import Collection, Iterable, Mapping, Optional, Sequence
 
 from mpn_nas.files import atomic_write, atomic_write_text
 
@@ -65,4 +67,32 @@ def plot_pareto(path: Path, rows: Sequence[dict], objective: str = "flops",
     axes.legend(loc="lower right")
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+
+
+def plot_probabilities(path: Path, history: Sequence[Mapping[str, Mapping[str, float]]]) -> None:
+    """One panel per label: the probability of each of its values after each supernet epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    labels = list(history[-1])
+    columns = min(5, len(labels))
+    rows = math.ceil(len(labels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    epochs = range(1, len(history) + 1)
+    for axis, label in zip(axes.flat, labels):
+        for value in history[-1][label]:
+            axis.plot(epochs, [h[label][value] for h in history], marker="o", label=value)
+        axis.set_title(label, fontsize=9)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("epoch", fontsize=8)
+        axis.legend(fontsize=6)
+    for axis in list(axes.flat)[len(labels):]:
+        axis.axis("off")
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     plt.close(figure)

@@ -33,7 +33,7 @@ from mpn_nas.training import Classifier, TrainConfig, loader_settings, make_trai
 from search_spaces.budget import Budget, arch_cost, require_feasible
 from search_spaces.config import SpaceConfig, sample_to_arch
 
-from .artifacts import plot_pareto, write_json, write_trials_csv
+from .artifacts import plot_pareto, plot_probabilities, write_json, write_trials_csv
 from .registry import ONESHOT_STRATEGIES
 
 DIFFERENTIABLE = ("darts", "gumbel", "proxyless")
@@ -48,13 +48,10 @@ def make_oneshot_strategy(name: str, fits: Optional[Callable[[Mapping[str, Any]]
 
     if name == "spos":
         return strategy.RandomOneShot(filter=fits)
-    if name == "gumbel":
-        return strategy.GumbelDARTS(arc_learning_rate=ARCHITECTURE_LR)
-    if name == "proxyless":
-        return strategy.Proxyless(arc_learning_rate=ARCHITECTURE_LR)
-    if name == "darts":
-        return strategy.DARTS(arc_learning_rate=ARCHITECTURE_LR)
-    raise UserError(f"unknown one-shot strategy {name!r}; allowed: {', '.join(ONESHOT_STRATEGIES)}")
+    differentiable = {"darts": strategy.DARTS, "gumbel": strategy.GumbelDARTS, "proxyless": strategy.Proxyless}
+    if name not in differentiable:
+        raise UserError(f"unknown one-shot strategy {name!r}; allowed: {', '.join(ONESHOT_STRATEGIES)}")
+    return differentiable[name](arc_learning_rate=ARCHITECTURE_LR)
 
 
 class BudgetPenalty:
@@ -189,7 +186,7 @@ class SubnetLog:
         return max(self.rows, key=lambda r: (r["val_accuracy"], -r["flops"])) if self.rows else None
 
 
-def evolve_subnets(space, config: SpaceConfig, evaluate: Callable[[dict], float], fits: Callable[[dict], bool],
+def evolve_subnets(config: SpaceConfig, evaluate: Callable[[dict], float], fits: Callable[[dict], bool],
                    log: SubnetLog, seed: int, patience: int = 1000) -> None:
     """Budgeted regularised evolution over subnets until ``log`` holds ``log.trials`` rows: every
     candidate is checked against the budget before it is evaluated, and an architecture already
@@ -304,7 +301,7 @@ def run_oneshot_search(settings) -> dict:
     note = None
     with sigterm_as_interrupt():
         if settings.strategy == "spos":
-            evolve_subnets(space, config, evaluate, fits, log, settings.seed)
+            evolve_subnets(config, evaluate, fits, log, settings.seed)
             best = log.best()
             chosen = {k: best[k] for k in log.labels}
         else:
@@ -344,33 +341,3 @@ def run_oneshot_search(settings) -> dict:
               f"summary.json, pareto.png, supernet.pt" + (", probabilities.png" if penalty is not None else ""),
               flush=True)
     return summary
-
-
-def plot_probabilities(path: Path, history: Sequence[Mapping[str, Mapping[str, float]]]) -> None:
-    """One panel per label: the probability of each of its values after each supernet epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mpn_nas.files import atomic_write
-
-    if not history:
-        return
-    labels = list(history[-1])
-    columns = min(5, len(labels))
-    rows = math.ceil(len(labels) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
-    epochs = range(1, len(history) + 1)
-    for axis, label in zip(axes.flat, labels):
-        for value in history[-1][label]:
-            axis.plot(epochs, [h[label][value] for h in history], marker="o", label=value)
-        axis.set_title(label, fontsize=9)
-        axis.set_ylim(0, 1)
-        axis.set_xlabel("epoch", fontsize=8)
-        axis.legend(fontsize=6)
-    for axis in list(axes.flat)[len(labels):]:
-        axis.axis("off")
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)

@@ -290,6 +290,17 @@ def test_spos_samples_only_subnets_within_the_budget():
         assert profile(space.to_arch(sample), latency=False).params <= 6_000
 
 
+@pytest.mark.parametrize("engine_options", [dict(engine="ts"), dict(concurrency=2)])
+def test_oneshot_strategy_refuses_multi_trial_engine_options_in_one_line(tmp_path, engine_options):
+    from mpn_nas.errors import UserError
+    from strategies.search import SearchSettings, run_search
+
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="in this process") as refused:
+        run_search(SearchSettings(out=out, strategy="spos", quiet=True, device="cpu", **engine_options))
+    assert "\n" not in str(refused.value) and not out.exists()  # nothing written
+
+
 def _read_rows(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -314,7 +325,7 @@ def test_oneshot_search_under_a_tight_budget_exports_an_architecture_within_it(t
     assert (out / "supernet.pt").stat().st_size > 0
     if strategy == "darts":
         probabilities = summary["probabilities"]
-        assert set(probabilities) == set(json.loads(config.read_text()) and ResNetSpace(config=SMALL).config.labels())
+        assert set(probabilities) == set(ResNetSpace(config=SMALL).config.labels())
         assert all(abs(sum(p.values()) - 1) < 1e-4 for p in probabilities.values())
         assert len(summary["probabilities_per_epoch"]) == 1
         from PIL import Image
