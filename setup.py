@@ -22,5 +22,12 @@ setup(
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
         "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16", "mutmut>=3.8,<4"],  # mutmut: make mutants
     },
-    entry_points={"console_scripts": ["mpn-nas=mpn_nas.cli:main"]},
+    entry_points={
+        "console_scripts": ["mpn-nas=mpn_nas.cli:main"],
+        # Subcommands of `mpn-nas` from the layers above mpn_nas (a third-party package adds its own the same way).
+        "mpn_nas.commands": [
+            "search = strategies.cli:register",
+            "spaces = search_spaces.cli:register",
+        ],
+    },
 )

@@ -37,14 +37,15 @@ STRATEGIES = ("evolution", "darts", "gumbel", "spos", "proxyless")
 def search(strategy: str, args: argparse.Namespace, out: Path) -> dict:
     """One search with ``mpn-nas search``'s code; returns wall time and the best architecture."""
     from search_spaces.budget import Budget
+    from mpn_nas.recipe import TrainConfig
     from strategies.search import SearchSettings, run_search
 
     oneshot = strategy != "evolution"
     settings = SearchSettings(out=out, space="resnet", dataset=args.dataset, strategy=strategy,
-                              budget=Budget(max_params=args.max_params), seed=args.search_seed,
-                              trials=args.subnets if oneshot else args.trials,
-                              epochs=args.supernet_epochs if oneshot else args.trial_epochs,
-                              batch_size=args.batch_size, device="cpu", quiet=True)
+                              budget=Budget(max_params=args.max_params), trials=args.subnets if oneshot else args.trials,
+                              training=TrainConfig(epochs=args.supernet_epochs if oneshot else args.trial_epochs,
+                                                   batch_size=args.batch_size, seed=args.search_seed, device="cpu"),
+                              quiet=True)
     started = time.time()
     summary = run_search(settings)
     seconds = time.time() - started

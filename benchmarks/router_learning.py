@@ -28,7 +28,7 @@ import paper_table
 from mpn_nas import build_model
 from mpn_nas.data import make_data, sample_contexts
 from mpn_nas.errors import UserError, run_script
-from mpn_nas.layers import routers
+from mpn_nas.layers.routers import Router
 from mpn_nas.routing_analysis import collect_routing, specialisation_score
 from mpn_nas.training import TrainConfig, train
 
@@ -44,14 +44,22 @@ def layer_measures(model: torch.nn.Module, dataset) -> list[dict]:
              "class_bits": specialisation_score(routing, labels)} for name, routing in matrices.items()]
 
 
+def routed_model(arch, seed: int, aligned_weight: float) -> torch.nn.Module:
+    """The network ``train`` would build with ``seed``, its routers starting at ``aligned_weight``."""
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    for module in model.modules():
+        if isinstance(module, Router):
+            module.reset_logits(aligned_weight)
+    return model
+
+
 def run(routing: str, scale: float, aligned_weight: float, seed: int, epochs: int) -> dict:
-    routers.ALIGNED_INIT_WEIGHT = aligned_weight
     arch = paper_table.resnet_arch(paper_table.DIGITS_BASE, paths=paper_table.DIGITS_BASE.paths, routing=routing)
     data = make_data("digits-contexts", seed=seed, batch_size=paper_table.DIGITS_BASE.batch_size)
-    torch.manual_seed(seed)
-    initial = layer_measures(build_model(arch), data.test_set)
+    initial = layer_measures(routed_model(arch, seed, aligned_weight), data.test_set)
     config = TrainConfig(epochs=epochs, lr=paper_table.DIGITS_BASE.lr, router_lr_scale=scale, seed=seed, device="cpu")
-    model, metrics = train(arch, data, config, progress=False)
+    model, metrics = train(arch, data, config, progress=False, model=routed_model(arch, seed, aligned_weight))
     trained = layer_measures(model, data.test_set)
     for layer, start in zip(trained, initial):
         layer.update({f"initial_{key}": value for key, value in start.items() if key != "layer"})

@@ -78,7 +78,7 @@ def run_one(name: str, config: SpaceConfig, budget: Budget, trials: int, epochs:
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
     from nni.nas.space import ModelStatus
 
-    from search_spaces.evaluation import make_evaluator
+    from strategies.evaluation import make_evaluator
     from search_spaces.spaces import make_space
 
     strategy = make_strategy(name, config, budget, trials, seed)
@@ -86,7 +86,7 @@ def run_one(name: str, config: SpaceConfig, budget: Budget, trials: int, epochs:
     experiment_config.max_trial_number = trials
     experiment_config.experiment_working_directory = str(work_dir)
     experiment_config.execution_engine.continue_on_failure = True
-    evaluator = make_evaluator(dataset="digits", epochs=epochs, seed=seed, device="cpu")
+    evaluator = make_evaluator(dataset="digits", recipe={"epochs": epochs, "seed": seed, "device": "cpu"})
     experiment = NasExperiment(make_space("resnet", config=config.to_dict()), evaluator, strategy, experiment_config)
     started = time.time()
     try:

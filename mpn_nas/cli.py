@@ -6,17 +6,17 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .datasets import add_data_options, check_dataset_name
 from .errors import EXIT_BAD_INPUT, UserError
-from .limits import flag_type, max_memory_set, memory_flag
+from .limits import max_memory_set, memory_flag
+from .recipe import RECIPE_FIELDS, add_training_options, training_config
 
 EXIT_FAILURE = 1
 
@@ -38,34 +38,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that trains."""
-    parser.add_argument("--dataset", default="digits", help="digits | digits-contexts | cifar10 | cifar100 | imagefolder:PATH | fake")
-    parser.add_argument("--data-dir", default=None, help="where cifar files are (default ./data)")
-    parser.add_argument("--download", action="store_true", help="download cifar files when absent")
-    parser.add_argument("--epochs", type=flag_type("--epochs"), default=10)
-    parser.add_argument("--batch-size", type=flag_type("--batch-size"), default=64)
-    parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    parser.add_argument("--lr", type=flag_type("--lr"), default=0.05)
-    parser.add_argument("--weight-decay", type=flag_type("--weight-decay"), default=5e-4,
-                        help="L2 factor of the non-router weights (default 5e-4)")
-    parser.add_argument("--router-lr-scale", type=flag_type("--router-lr-scale"), default=10.0,
-                        help="routers' learning rate as a multiple of --lr (default 10; routers get no weight decay)")
-    parser.add_argument("--seed", type=flag_type("--seed"), default=0)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-
-def train_config(args: argparse.Namespace):
-    from .training import TrainConfig
-
-    return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                       router_lr_scale=args.router_lr_scale, batch_size=args.batch_size, seed=args.seed,
-                       device=args.device, **getattr(args, "recorded_recipe", {}))
-
-
 # Options retrain takes from the architecture's training record (``best_arch.json`` of a search) when
-# the command line leaves them out; the record's other recipe fields (no options) are used as they are.
-RECORDED_OPTIONS = ("dataset", "data_dir", "optimizer", "lr", "weight_decay", "router_lr_scale", "batch_size", "seed")
+# the command line leaves them out: the data set and the recipe.
+RECORDED_OPTIONS = ("dataset", "data_dir", *RECIPE_FIELDS)
 
 
 def apply_training_record(args: argparse.Namespace, arch) -> str:
@@ -74,8 +49,7 @@ def apply_training_record(args: argparse.Namespace, arch) -> str:
     from .recipe import recorded_training
 
     record = recorded_training(arch, args.arch) or {}
-    recipe = dict(record.get("recipe", {}))
-    recorded = {"dataset": record.get("dataset"), "data_dir": record.get("data_dir"), **recipe}
+    recorded = {"dataset": record.get("dataset"), "data_dir": record.get("data_dir"), **record.get("recipe", {})}
     taken = []
     for name, default in args.recorded_defaults.items():
         if getattr(args, name) is not None:
@@ -86,40 +60,27 @@ def apply_training_record(args: argparse.Namespace, arch) -> str:
         setattr(args, name, default if value is None else value)
         if value is not None:
             taken.append(name)
-    args.recorded_recipe = {k: v for k, v in recipe.items() if k not in RECORDED_OPTIONS}
-    used = (f"training {args.epochs} epochs on {args.dataset} with {args.optimizer}, lr {args.lr}, weight-decay "
-            f"{args.weight_decay}, router-lr-scale "
-            f"{args.router_lr_scale}, batch-size {args.batch_size}, seed {args.seed}")
+    used = f"training {args.epochs} epochs on {args.dataset} with " + ", ".join(
+        f"{name.replace('_', '-')} {getattr(args, name)}" for name in RECIPE_FIELDS)
     if not record:
         return f"{used} ({Path(args.arch).name} records no training: command line and defaults)"
-    origin = ", ".join(name.replace("_", "-") for name in [*taken, *args.recorded_recipe]) or "nothing"
+    origin = ", ".join(name.replace("_", "-") for name in taken) or "nothing"
     return f"{used}; from the search's record in {Path(args.arch).name}: {origin} (options given here override it)"
-
-
-def make_data_for(arch, args: argparse.Namespace):
-    """The data module ``args.dataset`` names, shaped for ``arch`` where the data set allows."""
-    from .data import DataShape, make_data
-    from .training import loader_settings
-
-    return make_data(args.dataset, data_dir=args.data_dir, download=args.download, seed=args.seed,
-                     batch_size=args.batch_size, shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes),
-                     **loader_settings(args.device))
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from . import Arch
     from .checkpoint import save_model
     from .complexity import count_params_and_flops
-    from .data import check_dataset_name
     from .files import atomic_write_text
     from .history import EpochHistory
     from .limits import check_training
-    from .training import check_resumable, train
+    from .training import check_resumable, shape_of, train, training_data
 
     arch = Arch.from_json(args.arch)
     used = apply_training_record(args, arch)
     check_dataset_name(args.dataset)
-    config = train_config(args)
+    config = training_config(args)
     check_training(arch, config.batch_size)  # before data is loaded or anything written
     out = Path(args.out)
     last_checkpoint = out / "checkpoints" / "last.ckpt"
@@ -128,7 +89,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     elif (last_checkpoint.exists() or (out / "model.pt").exists()) and not args.force:
         raise UserError(f"{out} already holds a retrain; pass --resume to continue it, --force to start again, "
                         "or choose another --out")
-    data = make_data_for(arch, args)
+    data = training_data(args.dataset, shape_of(arch), config, args.data_dir, args.download)
     _ensure_writable(out)
     if args.force and not args.resume:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -167,18 +128,30 @@ def _ensure_writable(out: Path) -> None:
         raise UserError(f"output directory {out} is not writable ({err.strerror}); pass another --out") from None
 
 
-# Modules whose ``register(commands)`` adds subcommands. They must not import nni at import time:
-# handlers import what they need, so ``retrain`` keeps working where nni is absent.
-COMMAND_MODULES: tuple[str, ...] = ("search_spaces.cli", "mpn_nas.analysis_cli", "strategies.cli")
+# Packages add subcommands through this entry-point group (declared in their setup.py), e.g.
+#   entry_points={"mpn_nas.commands": ["search = strategies.cli:register"]}
+# ``register(commands)`` adds parsers to ``commands``; it must not import nni at import time (handlers
+# import what they need), so that ``retrain`` and ``profile`` start without it.
+COMMANDS_GROUP = "mpn_nas.commands"
+
+
+def register_commands(commands) -> None:
+    """This package's subcommands, then those of every installed package's ``mpn_nas.commands`` entry point."""
+    from importlib.metadata import entry_points
+
+    from .analysis_cli import register as register_analysis
+
+    _register_core(commands)
+    register_analysis(commands)
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda entry: entry.name):
+        entry.load()(commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mpn-nas", description="Multi-path networks with data-dependent routing, searchable with NNI.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _register_core(commands)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(commands)
+    register_commands(commands)
     for command in commands.choices.values():  # also after the subcommand; SUPPRESS keeps the top level's value
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     for command in (parser, *commands.choices.values()):  # accepted before or after the subcommand
@@ -203,7 +176,8 @@ def _register_core(commands) -> None:
                                   "recorded in the file by 'mpn-nas search' (best_arch.json) are used unless "
                                   "given here.")
     retrain.add_argument("arch", help="architecture JSON file (e.g. DIR/best_arch.json)")
-    add_train_options(retrain)
+    add_data_options(retrain, download=True)
+    add_training_options(retrain)
     # Left out on the command line, these come from the architecture's training record, else these defaults.
     retrain.set_defaults(recorded_defaults={name: retrain.get_default(name) for name in RECORDED_OPTIONS},
                          **{name: None for name in RECORDED_OPTIONS})
@@ -217,10 +191,11 @@ def _register_core(commands) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .process import configure_process
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if not debug:  # library warnings (NNI's among them) are not for the command line's users
-        warnings.filterwarnings("ignore")
+    configure_process(show_warnings=debug)
     try:
         args = build_parser().parse_args(argv)
         from .devices import check_gpu_request  # before any work: a missing GPU is one line, for every command

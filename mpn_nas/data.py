@@ -3,7 +3,7 @@ digits, each rendered in one hidden context), ``cifar10``, ``cifar100``, ``image
 ``fake``. Nothing is downloaded unless ``download=True``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -11,10 +11,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from .datasets import DATASETS, DataShape, check_dataset_name, dataset_kind  # noqa: F401 (re-exported)
 from .errors import UserError
 
 MIN_IMAGES_PER_CLASS = 3  # image folders: one each for training, validation and test
-DATASETS = ("digits", "digits-contexts", "cifar10", "cifar100", "imagefolder:PATH", "fake")
 
 # ``digits-contexts``: the context each image is rendered in, in the order of their integer codes.
 DIGIT_CONTEXTS = ("plain", "inverted", "rotated", "mirrored-noisy")
@@ -32,13 +32,6 @@ class CorruptImageError(UserError):
         if len(lines) > 1:
             message = lines[-1].split(": ", 1)[-1]
         super().__init__(message)
-
-
-@dataclass(frozen=True)
-class DataShape:
-    in_channels: int
-    input_size: int
-    num_classes: int
 
 
 class ClassificationData(pl.LightningDataModule):
@@ -111,12 +104,12 @@ def digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(bunch.target, dtype=torch.long)
 
 
-def _digits(seed: int, **loader_args) -> ClassificationData:
+def _digits(request: "DataRequest") -> ClassificationData:
     images, labels = digits_tensors()
     full = TensorDataset(images, labels)
-    train, val, test = _split_indices(labels.tolist(), (0.15, 0.15), seed)
+    train, val, test = _split_indices(labels.tolist(), (0.15, 0.15), request.seed)
     return ClassificationData("digits", DataShape(1, 8, 10), Subset(full, train), Subset(full, val),
-                              Subset(full, test), **loader_args)
+                              Subset(full, test), **request.loader_args)
 
 
 def render_in_contexts(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,22 +135,25 @@ def render_in_contexts(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, t
     return rendered, contexts
 
 
-def _digits_contexts(seed: int, **loader_args) -> ClassificationData:
+def _digits_contexts(request: "DataRequest") -> ClassificationData:
     """Digits in hidden contexts; the split is stratified by class and context together, so every
     context is present in train, validation and test."""
+    seed = request.seed
     images, labels = digits_tensors()
     rendered, contexts = render_in_contexts(images, seed)
     full = ContextDataset(rendered, labels, contexts, DIGIT_CONTEXTS)
     strata = (labels * len(DIGIT_CONTEXTS) + contexts).tolist()
     train, val, test = _split_indices(strata, (0.15, 0.15), seed)
     return ClassificationData("digits-contexts", DataShape(1, 8, 10), Subset(full, train), Subset(full, val),
-                              Subset(full, test), **loader_args)
+                              Subset(full, test), **request.loader_args)
 
 
-def _cifar(name: str, data_dir: Optional[str], download: bool, seed: int, **loader_args) -> ClassificationData:
+def _cifar(request: "DataRequest") -> ClassificationData:
     from torchvision import datasets, transforms
 
-    root = Path(data_dir or "./data").expanduser()
+    name = request.name
+    root = Path(request.data_dir or "./data").expanduser()
+    download = request.download
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     normalise = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
@@ -172,11 +168,10 @@ def _cifar(name: str, data_dir: Optional[str], download: bool, seed: int, **load
                         "--data-dir") from None
     train_plain = cls(str(root), train=True, transform=plain)
     test = cls(str(root), train=False, transform=plain)
-    order = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(request.seed)).tolist()
     val_count = len(order) // 10
-    classes = 10 if name == "cifar10" else 100
-    return ClassificationData(name, DataShape(3, 32, classes), Subset(train_aug, order[val_count:]),
-                              Subset(train_plain, order[:val_count]), test, **loader_args)
+    return ClassificationData(name, dataset_kind(name).shape, Subset(train_aug, order[val_count:]),
+                              Subset(train_plain, order[:val_count]), test, **request.loader_args)
 
 
 def _cifar_problem(cls, name: str, root: Path) -> str:
@@ -225,10 +220,12 @@ def _check_images(samples: Sequence[tuple[str, int]]) -> None:
                                     "replace it") from None
 
 
-def _imagefolder(path: str, input_size: int, in_channels: int, seed: int, **loader_args) -> ClassificationData:
+def _imagefolder(request: "DataRequest") -> ClassificationData:
     from torchvision import datasets, transforms
 
-    root = Path(path).expanduser()
+    shape = request.shape or DataShape(3, 32, 0)
+    input_size, in_channels, seed = shape.input_size, shape.in_channels, request.seed
+    root = Path(request.argument).expanduser()
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist; pass imagefolder:PATH with one sub-folder per class")
     steps = [transforms.Resize((input_size, input_size))]
@@ -256,7 +253,7 @@ def _imagefolder(path: str, input_size: int, in_channels: int, seed: int, **load
         except ValueError:  # more classes than a 10% split has images: keep the round-robin split
             pass
     return ClassificationData(f"imagefolder:{root}", DataShape(in_channels, input_size, len(full.classes)),
-                              Subset(full, train), Subset(full, val), Subset(full, test), **loader_args)
+                              Subset(full, train), Subset(full, val), Subset(full, test), **request.loader_args)
 
 
 def _round_robin_split(count: int) -> tuple[list, list, list]:
@@ -266,14 +263,29 @@ def _round_robin_split(count: int) -> tuple[list, list, list]:
     return train, held_out, held_out
 
 
-def _fake(shape: DataShape, seed: int, **loader_args) -> ClassificationData:
+def _fake(request: "DataRequest") -> ClassificationData:
     from torchvision import datasets, transforms
+
+    shape, seed = request.shape or DataShape(3, 32, 10), request.seed
 
     def make(size: int, offset: int) -> Dataset:
         return datasets.FakeData(size, (shape.in_channels, shape.input_size, shape.input_size), shape.num_classes,
                                  transforms.ToTensor(), random_offset=seed * 1000 + offset)
 
-    return ClassificationData("fake", shape, make(256, 0), make(64, 1), make(64, 2), **loader_args)
+    return ClassificationData("fake", shape, make(256, 0), make(64, 1), make(64, 2), **request.loader_args)
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a loader of :data:`DATASETS` is asked for."""
+
+    name: str  # as given, e.g. ``cifar10`` or ``imagefolder:PATH``
+    argument: str = ""  # what follows ``name:`` (imagefolder's PATH); empty for the others
+    data_dir: Optional[str] = None
+    download: bool = False
+    seed: int = 0
+    shape: Optional[DataShape] = None  # for data sets whose shape is the caller's (imagefolder, fake)
+    loader_args: dict = field(default_factory=dict)
 
 
 def make_data(name: str, *, data_dir: Optional[str] = None, download: bool = False, seed: int = 0,
@@ -281,22 +293,17 @@ def make_data(name: str, *, data_dir: Optional[str] = None, download: bool = Fal
               pin_memory: bool = False) -> ClassificationData:
     """The data module called ``name``. ``shape`` sets image size, channels and classes for
     ``imagefolder`` and ``fake``, whose shape is not fixed by the data set."""
-    check_dataset_name(name)
-    loader_args = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-    if name == "digits":
-        return _digits(seed, **loader_args)
-    if name == "digits-contexts":
-        return _digits_contexts(seed, **loader_args)
-    if name in ("cifar10", "cifar100"):
-        return _cifar(name, data_dir, download, seed, **loader_args)
-    if name.startswith("imagefolder:"):
-        shape = shape or DataShape(3, 32, 0)
-        return _imagefolder(name.split(":", 1)[1], shape.input_size, shape.in_channels, seed, **loader_args)
-    return _fake(shape or DataShape(3, 32, 10), seed, **loader_args)
+    kind = dataset_kind(name)
+    load = globals()[kind.loader]
+    request = DataRequest(name, argument=name.partition(":")[2], data_dir=data_dir, download=download, seed=seed,
+                          shape=shape, loader_args=dict(batch_size=batch_size, num_workers=num_workers,
+                                                        pin_memory=pin_memory))
+    return load(request)
 
 
-def check_dataset_name(name: str) -> None:
-    """Fail early, before any work, on a data set name that :func:`make_data` would not accept."""
-    if name in ("digits", "digits-contexts", "cifar10", "cifar100", "fake") or (name.startswith("imagefolder:") and len(name) > 12):
-        return
-    raise UserError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+def dataset_shape(name: str, data_dir: Optional[str] = None) -> DataShape:
+    """The shape of data set ``name``; fails early on unknown names and missing files."""
+    kind = dataset_kind(name)
+    if kind.bundled and kind.shape is not None:  # nothing to check on disk
+        return kind.shape
+    return make_data(name, data_dir=data_dir, shape=DataShape(3, 32, 10)).shape

@@ -12,7 +12,11 @@ class UserError(Exception):
 
 
 def run_script(main: Callable[[], int], prog: str) -> NoReturn:
-    """Exit with ``main()``'s status; a :class:`UserError` becomes one ``prog: error: ...`` line and status 2."""
+    """A script's entry point: configure the process (:func:`mpn_nas.process.configure_process`), exit
+    with ``main()``'s status; a :class:`UserError` becomes one ``prog: error: ...`` line and status 2."""
+    from .process import configure_process
+
+    configure_process(show_warnings=True)
     try:
         sys.exit(main())
     except UserError as err:

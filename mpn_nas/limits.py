@@ -83,6 +83,7 @@ _ROWS = [
     Limit("--weight-decay", "float", 0, 1.0, "L2 factor"),
     Limit("--router-lr-scale", "float", 0, 1000.0, "routers' learning rate over --lr", low_open=True),
     Limit("--batch-size", "int", 1, 65536, "memory is checked separately"),
+    Limit("--label-smoothing", "float", 0, 0.99, "share of each target spread over the other classes"),
     Limit("--epochs", "int", 1, 100_000, "sanity bound"),
     Limit("--trials", "int", 1, 1_000_000, "sanity bound"),
     Limit("--concurrency", "int", 1, 1024, "trials at once"),

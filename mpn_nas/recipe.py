@@ -1,4 +1,6 @@
-"""How an architecture was trained, kept in its document (``extra["trained_with"]``) so that
+"""The training recipe: one table of training settings (:class:`TrainConfig`) that ``retrain``,
+``search``, ``trial`` and the benchmarks share, the command-line options generated from it, and the
+record of how an architecture was trained (``extra["trained_with"]`` of its document), so that
 ``mpn-nas retrain DIR/best_arch.json`` trains on the search's data set with the search's recipe.
 
 The record (written by ``mpn-nas search`` into ``best_arch.json``)::
@@ -13,29 +15,97 @@ The record (written by ``mpn-nas search`` into ``best_arch.json``)::
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+import argparse
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Optional
 
 from .arch import Arch
 from .errors import UserError
+from .limits import LIMITS, check_value, flag_type
 
 RECORD_KEY = "trained_with"
-# TrainConfig fields that make up a recipe (epochs and device are the run's, not the recipe's).
-RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "router_lr_scale", "label_smoothing", "batch_size", "seed")
+OPTIMIZERS = ("sgd", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
 
 
-def training_record(dataset: str, data_dir: Optional[str], config: Any, arch: Arch) -> dict:
-    """The record of training ``arch`` on ``dataset`` with ``config`` (a :class:`~mpn_nas.training.TrainConfig`)."""
-    settings = asdict(config)
+def setting(default: Any, help: str, *, choices: Optional[tuple] = None, recipe: bool = True) -> Any:
+    """A field of :class:`TrainConfig` and the ``--flag`` that sets it. ``recipe`` fields travel with
+    an architecture's training record; the others (epochs, device) belong to one run."""
+    return field(default=default, metadata={"help": help, "choices": choices, "recipe": recipe})
+
+
+@dataclass
+class TrainConfig:
+    """How a network is trained. Every command that trains reads these settings, and their
+    command-line options are generated from this table (:func:`add_training_options`)."""
+
+    epochs: int = setting(10, "training epochs", recipe=False)
+    optimizer: str = setting("sgd", "sgd (Nesterov momentum 0.9) or adamw", choices=OPTIMIZERS)
+    lr: float = setting(0.05, "learning rate, annealed to 0 by a cosine schedule")
+    weight_decay: float = setting(5e-4, "L2 factor of the non-router weights")
+    router_lr_scale: float = setting(10.0, "routers' learning rate as a multiple of --lr (routers get no weight "
+                                           "decay)")
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss")
+    batch_size: int = setting(64, "examples per step")
+    seed: int = setting(0, "seed of the data split, the initial weights and the data order")
+    device: str = setting("auto", "auto (the GPU when one is visible), cpu or cuda", choices=DEVICES, recipe=False)
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.metadata["choices"]:
+                if value not in spec.metadata["choices"]:
+                    raise UserError(f"unknown {spec.name} {value!r}; allowed: {', '.join(spec.metadata['choices'])}")
+            else:
+                check_value(flag_of(spec.name), value)
+        if self.device == "cuda":
+            from .devices import check_gpu_request
+
+            check_gpu_request("cuda", None)
+
+    def recipe(self) -> dict:
+        """The settings that travel with an architecture's training record."""
+        return {name: getattr(self, name) for name in RECIPE_FIELDS}
+
+
+RECIPE_FIELDS = tuple(spec.name for spec in fields(TrainConfig) if spec.metadata["recipe"])
+SETTINGS = tuple(spec.name for spec in fields(TrainConfig))
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_training_options(parser: argparse.ArgumentParser, defaults: Optional[Mapping[str, Any]] = None,
+                         helps: Optional[Mapping[str, str]] = None) -> None:
+    """One ``--flag`` per :class:`TrainConfig` field, range-checked from :mod:`mpn_nas.limits`;
+    ``defaults`` and ``helps`` change a command's default or help text (``search``'s ``--epochs`` is per trial)."""
+    defaults, helps = dict(defaults or {}), dict(helps or {})
+    for spec in fields(TrainConfig):
+        flag = flag_of(spec.name)
+        default = defaults.get(spec.name, spec.default)
+        text = f"{helps.get(spec.name, spec.metadata['help'])} (default {default})"
+        if spec.metadata["choices"]:
+            parser.add_argument(flag, default=default, choices=spec.metadata["choices"], help=text)
+        else:
+            parser.add_argument(flag, type=flag_type(flag), default=default, help=text)
+
+
+def training_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` that parsed options (of :func:`add_training_options`) ask for."""
+    return TrainConfig(**{name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None},
+                       **overrides)
+
+
+def training_record(dataset: str, data_dir: Optional[str], config: TrainConfig, arch: Arch) -> dict:
+    """The record of training ``arch`` on ``dataset`` with ``config``."""
     return {"dataset": dataset, "data_dir": data_dir,
             "shape": {"in_channels": arch.in_channels, "input_size": arch.input_size, "num_classes": arch.num_classes},
-            "recipe": {name: settings[name] for name in RECIPE_FIELDS}, "epochs": settings["epochs"]}
+            "recipe": config.recipe(), "epochs": config.epochs}
 
 
 def with_training_record(arch: Arch, record: dict) -> Arch:
     """``arch`` with ``record`` in its document's ``extra``."""
-    from dataclasses import replace
-
     return replace(arch, extra={**arch.extra, RECORD_KEY: record})
 
 

@@ -1,11 +1,9 @@
 """Training with Lightning: the loop, schedule, metrics, checkpoints and progress bar."""
 from __future__ import annotations
 
-import logging
 import math
 import os
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -15,38 +13,13 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .arch import Arch
-from .cpu_allocator import keep_freed_memory
-from .data import ClassificationData, CorruptImageError
+from .data import ClassificationData, CorruptImageError, DataShape, make_data
 from .errors import UserError
 from .layers.routers import Router
-from .limits import check_training, check_value
+from .limits import check_training
 from .models import build_model
+from .recipe import TrainConfig
 from .resume import ArchInCheckpoint, EpochSeed, check_resumable  # noqa: F401 (check_resumable: the CLI's)
-
-OPTIMIZERS = ("sgd", "adamw")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    router_lr_scale: float = 10.0  # routers' learning rate over ``lr``; routers get no weight decay
-    label_smoothing: float = 0.1
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        for name in ("epochs", "lr", "weight_decay", "router_lr_scale", "batch_size", "seed"):
-            check_value("--" + name.replace("_", "-"), getattr(self, name))
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UserError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
 
 
 def resolve_device(device: str) -> str:
@@ -62,6 +35,19 @@ def loader_settings(device: str) -> dict:
     if resolve_device(device) == "cuda":
         return {"num_workers": min(8, os.cpu_count() or 1), "pin_memory": True}
     return {"num_workers": 0, "pin_memory": False}
+
+
+def shape_of(arch: Arch) -> DataShape:
+    """The data shape ``arch`` takes."""
+    return DataShape(arch.in_channels, arch.input_size, arch.num_classes)
+
+
+def training_data(dataset: str, shape: DataShape, config: TrainConfig, data_dir: Optional[str] = None,
+                  download: bool = False) -> ClassificationData:
+    """The data set called ``dataset``, of ``shape`` where the data set allows, split and batched as
+    ``config`` says: what a retrain, every search trial and a supernet train on."""
+    return make_data(dataset, data_dir=data_dir, download=download, seed=config.seed, batch_size=config.batch_size,
+                     shape=shape, **loader_settings(config.device))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -139,17 +125,8 @@ def check_data_matches(arch: Arch, data: ClassificationData) -> None:
                         f"{shape.input_size} and {shape.num_classes}; fix in_channels/input_size/num_classes")
 
 
-def _quiet_lightning() -> None:
-    """Lightning's start-up banners (GPU/TPU availability, tips) drown the progress we show."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-
-
 def make_trainer(config: TrainConfig, out_dir: Optional[Path], callbacks: Sequence[pl.Callback] = (),
                  progress: bool = True) -> pl.Trainer:
-    _quiet_lightning()
     device = resolve_device(config.device)
     checkpoints = []
     if out_dir is not None:
@@ -169,15 +146,13 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
           callbacks: Sequence[pl.Callback] = (), progress: bool = True, test: bool = True,
           resume_from: Optional[Path] = None, model: Optional[nn.Module] = None) -> tuple[nn.Module, dict]:
     """Train the network ``arch`` describes (``model`` if given, else a new one) on ``data``;
-    returns the model and its metrics. On CPU it also keeps freed memory in the process
-    (:func:`mpn_nas.cpu_allocator.keep_freed_memory`)."""
+    returns the model and its metrics. Process-wide settings (allocator, warnings, loggers) are the
+    caller's: programs call :func:`mpn_nas.process.configure_process` once."""
     check_data_matches(arch, data)
     check_training(arch, config.batch_size)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(arch) if model is None else model
     on_gpu = resolve_device(config.device) == "cuda"
-    if not on_gpu:
-        keep_freed_memory()
     if on_gpu and arch.member.family == "resnet":
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")

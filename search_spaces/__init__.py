@@ -4,12 +4,8 @@ The candidate lists, sample-to-architecture mapping and budgets need no nni; the
 model spaces import nni when first used (``from search_spaces import ResNetSpace``), so the
 command line stays fast and ``retrain`` works without nni.
 """
-import warnings
 from importlib import import_module
 from typing import Any
-
-# NNI 3.0 scans torch.nn at import and warns about newer classes it does not know (harmless).
-warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*", category=RuntimeWarning)
 
 from .config import SpaceConfig, default_config, load_config, sample_to_arch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config import DATASET_SHAPES as SHAPES
+from mpn_nas.datasets import fixed_shapes
 
 
 def add_space_options(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +27,8 @@ def cmd_export_space(args: argparse.Namespace) -> int:
     from .budget import complexity_range
     from .hpo import write_search_space
 
-    in_channels, input_size, num_classes = SHAPES[args.shape]
-    config = space_config_for(args, in_channels, input_size, num_classes)
+    shape = fixed_shapes()[args.shape]
+    config = space_config_for(args, shape.in_channels, shape.input_size, shape.num_classes)
     write_search_space(config, args.output)
     extremes = complexity_range(config)
     print(f"wrote {args.output}: {len(config.labels())} choices, {config.size():,} samples; "
@@ -42,7 +42,7 @@ def cmd_export_space(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     export = commands.add_parser("export-space", help="write the NNI (nnictl) search space of a model space")
     add_space_options(export)
-    export.add_argument("--shape", default="digits", choices=sorted(SHAPES),
+    export.add_argument("--shape", default="digits", choices=sorted(fixed_shapes()),
                         help="input shape and classes the space is built for (default digits)")
     export.add_argument("-o", "--output", required=True, help="search_space.json to write")
     export.add_argument("--print-config", action="store_true", help="also print the effective space config")

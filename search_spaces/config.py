@@ -26,10 +26,6 @@ from mpn_nas.layers.routers import ROUTING_TYPES
 from mpn_nas.limits import check_space
 
 FAMILIES = ("resnet", "mlp")
-# (in_channels, input_size, num_classes) of the data sets whose shape is fixed.
-DATASET_SHAPES = {"digits": (1, 8, 10), "digits-contexts": (1, 8, 10), "cifar10": (3, 32, 10),
-                  "cifar100": (3, 32, 100)}
-CHOICE_KINDS = ("paths", "routing", "density", "width", "blocks")
 SHAREABLE = ("paths", "routing", "density")
 
 

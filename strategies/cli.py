@@ -5,7 +5,15 @@ import argparse
 from pathlib import Path
 
 
+from mpn_nas.datasets import add_data_options
 from mpn_nas.limits import flag_type, gpu_list
+from mpn_nas.recipe import add_training_options, training_config
+
+from .registry import STRATEGY_USAGE
+
+# search and trial train each sample briefly; retrain's defaults are for the final network.
+TRIAL_DEFAULTS = {"epochs": 2, "device": "auto"}
+TRIAL_HELPS = {"epochs": "training epochs per trial (one-shot: supernet epochs)", "device": "trial device"}
 
 
 def add_budget_options(parser: argparse.ArgumentParser) -> None:
@@ -35,10 +43,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UserError("pass --out DIR for a new search, or --resume DIR to continue one")
     settings = SearchSettings(
         out=Path(args.out), space=args.space, space_config=args.space_config, dataset=args.dataset,
-        data_dir=args.data_dir, strategy=args.strategy, objective=args.objective, budget=budget_from(args), trials=args.trials,
-        epochs=args.epochs, engine=args.engine, concurrency=args.concurrency, gpus=args.gpus, port=args.port,
-        seed=args.seed, batch_size=args.batch_size, lr=args.lr, device=args.device, force=args.force,
-        quiet=args.quiet, verbose=args.verbose)
+        data_dir=args.data_dir, strategy=args.strategy, objective=args.objective, budget=budget_from(args),
+        trials=args.trials, training=training_config(args), engine=args.engine, concurrency=args.concurrency,
+        gpus=args.gpus, port=args.port, force=args.force, quiet=args.quiet, verbose=args.verbose)
     run_search(settings)
     return 0
 
@@ -83,8 +90,7 @@ def record_given_options(parser: argparse.ArgumentParser) -> None:
 def cmd_trial(args: argparse.Namespace) -> int:
     from .trial import run_trial
 
-    run_trial(args.space, args.space_config, args.dataset, args.data_dir, args.epochs, budget_from(args),
-              batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    run_trial(args.space, args.space_config, args.dataset, args.data_dir, training_config(args), budget_from(args))
     return 0
 
 
@@ -93,25 +99,18 @@ def register(commands) -> None:
 
     search = commands.add_parser("search", help="search a multi-path space with an NNI strategy under a budget")
     add_space_options(search)
-    search.add_argument("--dataset", default="digits", help="digits | digits-contexts | cifar10 | cifar100 | imagefolder:PATH | fake")
-    search.add_argument("--data-dir", default=None)
-    search.add_argument("--strategy", default="random", help="multi-trial: random | grid | evolution | tpe | pareto; "
-                        "one-shot (one weight-sharing supernet): darts | gumbel | spos | proxyless")
+    add_data_options(search)
+    search.add_argument("--strategy", default="random", help=STRATEGY_USAGE)
     search.add_argument("--objective", default="flops", help="flops | params: the cost the pareto strategy "
                         "trades accuracy against (and pareto.png's x axis)")
     add_budget_options(search)
     search.add_argument("--trials", type=flag_type("--trials"), default=8, help="trials to train (over-budget samples "
                         "do not count); one-shot: subnets evaluated with the supernet's weights")
-    search.add_argument("--epochs", type=flag_type("--epochs"), default=2, help="training epochs per trial (one-shot: "
-                        "supernet epochs)")
     search.add_argument("--engine", default="sequential", help="sequential (in-process) | ts (NNI manager, web UI)")
     search.add_argument("--concurrency", type=flag_type("--concurrency"), default=1, help="trials at once (ts engine)")
     search.add_argument("--gpus", type=gpu_list, default=None, help="GPU indices for trials, e.g. 0,1 (ts engine)")
     search.add_argument("--port", type=flag_type("--port"), default=8080, help="NNI manager / web UI port (ts engine)")
-    search.add_argument("--seed", type=flag_type("--seed"), default=0)
-    search.add_argument("--batch-size", type=flag_type("--batch-size"), default=64)
-    search.add_argument("--lr", type=flag_type("--lr"), default=0.05)
-    search.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="trial device")
+    add_training_options(search, TRIAL_DEFAULTS, TRIAL_HELPS)
     search.add_argument("--out", help="directory for best_arch.json, trials.csv, summary.json, ...")
     search.add_argument("--resume", metavar="DIR", help="continue an interrupted search in DIR, or extend a finished "
                         "one with --trials N (its other settings are kept)")
@@ -124,12 +123,7 @@ def register(commands) -> None:
 
     trial = commands.add_parser("trial", help="trial command for nnictl experiments (reads NNI's parameters)")
     add_space_options(trial)
-    trial.add_argument("--dataset", default="digits")
-    trial.add_argument("--data-dir", default=None)
+    add_data_options(trial)
     add_budget_options(trial)
-    trial.add_argument("--epochs", type=flag_type("--epochs"), default=2)
-    trial.add_argument("--batch-size", type=flag_type("--batch-size"), default=64)
-    trial.add_argument("--lr", type=flag_type("--lr"), default=0.05)
-    trial.add_argument("--seed", type=flag_type("--seed"), default=0)
-    trial.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_training_options(trial, TRIAL_DEFAULTS, TRIAL_HELPS)
     trial.set_defaults(handler=cmd_trial)

@@ -66,8 +66,6 @@ class TrialRecord:
     sample: dict
     status: str = "running"
     val_accuracy: Optional[float] = None
-    metrics: dict = field(default_factory=dict)
-    intermediates: list = field(default_factory=list)
     started: float = field(default_factory=time.time)
     seconds: Optional[float] = None
     reason: str = ""
@@ -183,15 +181,16 @@ class TrialRecorder(StrategyMiddleware):
         return self.records.get(id(model))
 
     def _on_intermediate(self, event) -> None:
+        from .evaluation import failure_reason
+
         record = self._record(event.model)
-        if record is not None:
-            record.intermediates.append(_as_float(event.metric))
+        if record is not None and failure_reason(event.metric):  # a failing trial's last word
+            record.reason = failure_reason(event.metric)
 
     def _on_final_metric(self, event) -> None:
         record = self._record(event.model)
         if record is None:
             return
-        record.metrics = dict(event.metric) if isinstance(event.metric, dict) else {"default": event.metric}
         record.val_accuracy = _as_float(event.metric)
         with self._lock:
             late = record.status == AWAITING_METRIC
@@ -222,7 +221,7 @@ class TrialRecorder(StrategyMiddleware):
                 record.status = AWAITING_METRIC
                 return
             record.status = "succeeded" if event.status == ModelStatus.Trained else "failed"
-        if record.status == "failed":
+        if record.status == "failed" and not record.reason:
             record.reason = f"training ended with status {event.status.value}"
         self._finish(record)
 

@@ -28,30 +28,24 @@ from torch import nn
 
 from mpn_nas.errors import UserError
 from mpn_nas.recipe import with_training_record
-from mpn_nas.training import Classifier, TrainConfig, loader_settings, make_trainer, resolve_device
+from mpn_nas.training import Classifier, TrainConfig, make_trainer, resolve_device
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
 from search_spaces.config import SpaceConfig, sample_to_arch
 
 from .artifacts import plot_pareto, plot_probabilities, write_json, write_trials_csv
-from .registry import ONESHOT_STRATEGIES
+from .registry import ONE_SHOT, ONESHOT_STRATEGIES, StrategyRequest, strategy_kind
 
-DIFFERENTIABLE = ("darts", "gumbel", "proxyless")
-ARCHITECTURE_LR = 1e-2  # NNI's DARTS default (3e-4) barely moves the weights in the few epochs of a search
 PENALTY_WEIGHT = 2.0  # loss added per unit of relative excess of the expected cost over a limit
 RECALIBRATION_BATCHES = 10
 
 
 def make_oneshot_strategy(name: str, fits: Optional[Callable[[Mapping[str, Any]], bool]] = None):
     """NNI's one-shot strategy called ``name``; ``spos`` samples only subnets that ``fits`` accepts."""
-    from nni.nas import strategy
-
-    if name == "spos":
-        return strategy.RandomOneShot(filter=fits)
-    differentiable = {"darts": strategy.DARTS, "gumbel": strategy.GumbelDARTS, "proxyless": strategy.Proxyless}
-    if name not in differentiable:
+    kind = strategy_kind(name)
+    if kind.kind != ONE_SHOT:
         raise UserError(f"unknown one-shot strategy {name!r}; allowed: {', '.join(ONESHOT_STRATEGIES)}")
-    return differentiable[name](arc_learning_rate=ARCHITECTURE_LR)
+    return kind.build(StrategyRequest(fits=fits))
 
 
 class BudgetPenalty:
@@ -229,12 +223,13 @@ def evolve_subnets(config: SpaceConfig, evaluate: Callable[[dict], float], fits:
 def run_oneshot_search(settings) -> dict:
     """Train the supernet of ``settings.space`` with the one-shot ``settings.strategy``, pick the best
     subnet within the budget, write the artifacts; returns the summary."""
-    from mpn_nas.data import DataShape, make_data
+    from mpn_nas.data import DataShape, dataset_shape
+    from mpn_nas.training import training_data
     from search_spaces.spaces import make_space
 
     from .middleware import SampleFits
     from .search import SUMMARY_FORMAT
-    from .search import check_output, create_output, dataset_shape, load_previous_rows, search_training_record, \
+    from .search import check_output, create_output, load_previous_rows, search_training_record, \
         sigterm_as_interrupt, space_config_of
 
     if settings.engine != "sequential" or settings.concurrency > 1 or settings.gpus:
@@ -245,34 +240,32 @@ def run_oneshot_search(settings) -> dict:
     dataset_shape(settings.dataset, settings.data_dir)
     require_feasible(config, settings.budget)
     create_output(settings, config)
-    out = settings.out
-    device = resolve_device(settings.device)
-    pl.seed_everything(settings.seed, workers=True, verbose=False)
-    data = make_data(settings.dataset, data_dir=settings.data_dir, seed=settings.seed, batch_size=settings.batch_size,
-                     shape=DataShape(config.in_channels, config.input_size, config.num_classes),
-                     **loader_settings(device))
+    out, train_config = settings.out, settings.training
+    device = resolve_device(train_config.device)
+    pl.seed_everything(train_config.seed, workers=True, verbose=False)
+    data = training_data(settings.dataset, DataShape(config.in_channels, config.input_size, config.num_classes),
+                         train_config, settings.data_dir)
     fits = SampleFits(config, settings.budget)
     space = make_space(settings.space, config=config.to_dict())
     strategy = make_oneshot_strategy(settings.strategy, None if settings.budget.unlimited else fits)
     supernet = strategy.mutate_model(space)
     penalty = None
-    if settings.strategy in DIFFERENTIABLE:
+    differentiable = strategy_kind(settings.strategy).differentiable
+    if differentiable:
         example = next(iter(data.train_dataloader()))[0][:2]
         penalty = BudgetPenalty(supernet, settings.budget, example)
-    train_config = TrainConfig(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
-                               seed=settings.seed, device=settings.device)
     on_gpu, convolutional = device == "cuda", config.family == "resnet"
     if on_gpu and convolutional:
         supernet = supernet.to(memory_format=torch.channels_last)
     module = strategy.configure_oneshot_module(
         SupernetClassifier(supernet, config.num_classes, train_config, on_gpu and convolutional, penalty))
-    report = EpochReport(settings.epochs, settings.quiet, penalty)
+    report = EpochReport(train_config.epochs, settings.quiet, penalty)
     trainer = make_trainer(train_config, out, [report], progress=False)
     checkpoint = out / "checkpoints" / "last.ckpt"
     resume_from = str(checkpoint) if settings.resume and checkpoint.is_file() else None
     if not settings.quiet:
         print(f"{'resuming' if resume_from else 'training'} the {settings.space} supernet ({config.size():,} "
-              f"architectures) on {settings.dataset} with {settings.strategy} for {settings.epochs} epochs on "
+              f"architectures) on {settings.dataset} with {settings.strategy} for {train_config.epochs} epochs on "
               f"{device}", flush=True)
     started = time.time()
     with sigterm_as_interrupt():
@@ -296,12 +289,12 @@ def run_oneshot_search(settings) -> dict:
     def evaluate(sample: dict) -> float:
         return recalibrated_accuracy(space.freeze(sample), data, device)
 
-    previous = load_previous_rows(out, config) if settings.resume and settings.strategy == "spos" else []
+    previous = load_previous_rows(out, config) if settings.resume and not differentiable else []
     log = SubnetLog(out, config, settings.trials, settings.quiet, previous)  # spos continues its evolution
     note = None
     with sigterm_as_interrupt():
-        if settings.strategy == "spos":
-            evolve_subnets(config, evaluate, fits, log, settings.seed)
+        if not differentiable:  # spos: evolution over subnets with the supernet's weights
+            evolve_subnets(config, evaluate, fits, log, train_config.seed)
             best = log.best()
             chosen = {k: best[k] for k in log.labels}
         else:
@@ -326,7 +319,7 @@ def run_oneshot_search(settings) -> dict:
                "subnets_evaluated": len(log.rows), "supernet_file": "supernet.pt",
                "best": {**{k: chosen_row[k] for k in ("trial", "val_accuracy", "params", "flops")},
                         "arch_file": "best_arch.json", "val_accuracy_is": "inherited weights, recalibrated batch norm"}}
-    if settings.strategy in DIFFERENTIABLE:
+    if differentiable:
         summary["probabilities"] = _plain_probabilities(module.export_probs())
         summary["probabilities_per_epoch"] = report.history
         summary["export_note"] = note

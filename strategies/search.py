@@ -9,24 +9,25 @@ import socket
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from mpn_nas.data import dataset_shape
 from mpn_nas.devices import check_gpu_request
 from mpn_nas.errors import UserError
-from mpn_nas.recipe import training_record, with_training_record
 from mpn_nas.limits import check_value
+from mpn_nas.recipe import TrainConfig, training_record, with_training_record
 
 from search_spaces.budget import Budget, arch_cost, require_feasible
-from search_spaces.config import DATASET_SHAPES, SpaceConfig, config_from_dict, load_config, sample_to_arch
+from search_spaces.config import SpaceConfig, config_from_dict, load_config, sample_to_arch
 
 from .artifacts import plot_pareto, read_trials_csv, write_json, write_trials_csv
 from .console import NNI_LOG_FILE, nni_log_routing, say, verbosity_of
 from .middleware import DuplicateRecord, TrialRecord, sample_key
 from .pareto import row_sample, front_trials, write_front
-from .registry import check_objective, check_strategy_name
+from .registry import ONE_SHOT, check_objective, check_strategy_name, strategy_kind
 
 SUMMARY_FORMAT = "mpn-nas/search"
 SETTINGS_FILE = "search.json"  # written first: what --resume needs, even after a hard kill
@@ -44,15 +45,12 @@ class SearchSettings:
     objective: str = "flops"  # what the pareto strategy and pareto.png trade accuracy against
     budget: Budget = field(default_factory=Budget)
     trials: int = 8
-    epochs: int = 2
+    # How every trial trains (epochs per trial; one-shot: supernet epochs); its seed also seeds the strategy.
+    training: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=TRIAL_EPOCHS))
     engine: str = "sequential"
     concurrency: int = 1
     gpus: Optional[list[int]] = None
     port: int = 8080
-    seed: int = 0
-    batch_size: int = 64
-    lr: float = 0.05
-    device: str = "auto"
     force: bool = False
     quiet: bool = False
     verbose: bool = False
@@ -64,6 +62,7 @@ class SearchSettings:
     def to_dict(self) -> dict:
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_ONLY_SETTINGS}
         doc["budget"] = self.budget.to_dict()
+        doc["training"] = asdict(self.training)
         return doc
 
     @property
@@ -80,6 +79,7 @@ class SearchSettings:
         try:
             doc = json.loads(path.read_text())["settings"]
             doc["budget"] = Budget(**doc["budget"])
+            doc["training"] = TrainConfig(**doc.get("training", _flat_training(doc)))
             settings = cls(out=Path(out), quiet=quiet, verbose=verbose, resume=True, **doc)
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise UserError(f"{path} is not an mpn-nas search file ({type(err).__name__}); cannot resume") from None
@@ -91,26 +91,22 @@ class SearchSettings:
 
 # Settings of one invocation, not of the search (never saved, never compared on --resume).
 RUN_ONLY_SETTINGS = ("out", "force", "quiet", "verbose", "resume")
+TRIAL_EPOCHS = 2  # a search trains each trial briefly: its default --epochs
+
+
+def _flat_training(doc: dict) -> dict:
+    """The training settings of a search file written before they were nested under ``training``."""
+    return {name: doc.pop(name) for name in ("epochs", "seed", "batch_size", "lr", "device") if name in doc}
 
 
 def kept_settings_text(settings: SearchSettings) -> str:
     """The saved settings a resumed search keeps, as ``name value`` pairs for a one-line message."""
     doc = settings.to_dict()
+    doc.update(doc.pop("training"))
     budget = ", ".join(f"{k} {v}" for k, v in doc.pop("budget").items() if v is not None) or "no budget"
     doc.pop("space_config", None)
     doc.pop("strategy_trials", None)
     return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in doc.items() if v is not None) + f", {budget}"
-
-
-def dataset_shape(dataset: str, data_dir: Optional[str]) -> tuple[int, int, int]:
-    """``(in_channels, input_size, num_classes)``; fails early on unknown names and missing files."""
-    from mpn_nas.data import DataShape, check_dataset_name, make_data
-
-    check_dataset_name(dataset)
-    if dataset in ("digits", "digits-contexts"):  # bundled: nothing to check on disk
-        return DATASET_SHAPES[dataset]
-    shape = make_data(dataset, data_dir=data_dir, shape=DataShape(3, 32, 10)).shape
-    return shape.in_channels, shape.input_size, shape.num_classes
 
 
 def validate(settings: SearchSettings) -> None:
@@ -118,12 +114,12 @@ def validate(settings: SearchSettings) -> None:
     check_objective(settings.objective)
     if settings.engine not in ENGINES:
         raise UserError(f"unknown engine {settings.engine!r}; allowed: {', '.join(ENGINES)}")
-    for name in ("trials", "epochs", "concurrency", "batch_size", "port", "lr", "seed"):
+    for name in ("trials", "concurrency", "port"):  # the training settings check themselves
         check_value("--" + name.replace("_", "-"), getattr(settings, name))
     if settings.engine == "sequential" and (settings.concurrency > 1 or settings.gpus):
         raise UserError("--concurrency and --gpus need --engine ts (the sequential engine trains one trial at a time "
                         "in this process)")
-    check_gpu_request(settings.device, settings.gpus)  # also for resumed settings, before NNI's manager starts
+    check_gpu_request(settings.training.device, settings.gpus)  # also for resumed settings, before NNI's manager starts
     if settings.engine == "ts" and not port_is_free(settings.port):
         raise UserError(f"port {settings.port} is already in use; pass another --port for NNI's manager")
 
@@ -183,13 +179,10 @@ class SearchLog:
         self.labels = list(config.labels())
 
     def trial_ended(self, record: TrialRecord) -> None:
-        from search_spaces.evaluation import FAILURE_REASONS
-
-        arch = sample_to_arch(self.config, record.sample)
-        cost = arch_cost(arch)
-        reason = FAILURE_REASONS.pop(arch.to_json(), "") if record.status == "failed" else ""
-        if record.status == "failed" and not reason:
-            reason = f"{record.reason}; see the trial's log under {self.settings.out / 'nni'}"
+        cost = arch_cost(sample_to_arch(self.config, record.sample))
+        reason = record.reason
+        if record.status == "failed" and reason.startswith("training ended"):  # the trial could not say why
+            reason = f"{reason}; see the trial's log under {self.settings.out / 'nni'}"
         row = {"trial": record.index, "status": record.status, "params": cost.params, "flops": cost.flops,
                "val_accuracy": None if record.val_accuracy is None else round(record.val_accuracy, 6),
                "seconds": record.seconds, "reason": reason, **record.sample}
@@ -227,7 +220,7 @@ class SearchLog:
 
     def front(self) -> Optional[list[int]]:
         """Trial numbers on the Pareto front (marked in trials.csv) when searching for the front."""
-        if self.settings.strategy != "pareto":
+        if not strategy_kind(self.settings.strategy).finds_front:
             return None
         return front_trials(self.rows, self.settings.objective)
 
@@ -288,6 +281,14 @@ def experiment_config(settings: SearchSettings, trials: int):
     return config
 
 
+def trial_training(settings: SearchSettings) -> TrainConfig:
+    """How each trial trains: the search's recipe; ``auto`` trains sequential trials on the CPU (a
+    search's trials are small; the ts engine's processes get ``--gpus``)."""
+    if settings.engine == "sequential" and settings.training.device == "auto":
+        return replace(settings.training, device="cpu")
+    return settings.training
+
+
 def trial_threads(settings: SearchSettings) -> Optional[int]:
     """CPU threads per trial process when several trials share this machine's cores."""
     if settings.engine != "ts" or settings.gpus:
@@ -298,17 +299,15 @@ def trial_threads(settings: SearchSettings) -> Optional[int]:
 def space_config_of(settings: SearchSettings) -> SpaceConfig:
     if isinstance(settings.space_config, dict):  # resumed: the saved contents
         return config_from_dict(settings.space_config)
-    in_channels, input_size, num_classes = dataset_shape(settings.dataset, settings.data_dir)
-    return load_config(settings.space, settings.space_config, in_channels=in_channels, input_size=input_size,
-                       num_classes=num_classes)
+    shape = dataset_shape(settings.dataset, settings.data_dir)
+    return load_config(settings.space, settings.space_config, in_channels=shape.in_channels,
+                       input_size=shape.input_size, num_classes=shape.num_classes)
 
 
 def run_search(settings: SearchSettings) -> dict:
     """Run (or resume) the search; returns the summary written to ``OUT/summary.json``."""
-    from .registry import ONESHOT_STRATEGIES
-
     validate(settings)
-    if settings.strategy in ONESHOT_STRATEGIES:
+    if strategy_kind(settings.strategy).kind == ONE_SHOT:
         from .oneshot import run_oneshot_search
 
         return run_oneshot_search(settings)
@@ -331,10 +330,10 @@ def run_multi_trial(settings: SearchSettings, config: SpaceConfig, log: SearchLo
     """A ``NasExperiment`` training ``remaining`` trials of the strategy under the budget."""
     from nni.nas.experiment import NasExperiment
 
-    from search_spaces.evaluation import make_evaluator
     from search_spaces.spaces import make_space
 
     from .budgeted import with_budget
+    from .evaluation import make_evaluator
     from .middleware import TrialRecorder
     from .registry import make_strategy
 
@@ -344,18 +343,16 @@ def run_multi_trial(settings: SearchSettings, config: SpaceConfig, log: SearchLo
                              network_key=partial(network_key, config), trained=log.trained_networks(),
                              on_duplicate=log.duplicate_proposed)
     strategy = with_budget(make_strategy(settings.strategy, settings.strategy_trials or settings.trials,
-                                         settings.seed, config=config, budget=settings.budget,
+                                         settings.training.seed, config=config, budget=settings.budget,
                                          objective=settings.objective),
                            config, settings.budget, recorder)
-    trial_device = settings.device if settings.engine == "ts" or settings.device != "auto" else "cpu"
-    evaluator = make_evaluator(dataset=settings.dataset, data_dir=settings.data_dir, epochs=settings.epochs,
-                               batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, device=trial_device,
-                               threads=trial_threads(settings))
+    evaluator = make_evaluator(dataset=settings.dataset, data_dir=settings.data_dir,
+                               recipe=asdict(trial_training(settings)), threads=trial_threads(settings))
     experiment = NasExperiment(space, evaluator, strategy, experiment_config(settings, remaining))
     say(settings.verbosity,
         f"{'resuming' if log.rows else 'searching'} {settings.space} space ({config.size():,} samples, smallest "
         f"{smallest.params:,} params) on {settings.dataset} with {settings.strategy}: {remaining} of "
-        f"{settings.trials} trials of {settings.epochs} epochs to go"
+        f"{settings.trials} trials of {settings.training.epochs} epochs to go"
         + (f"; web UI on http://127.0.0.1:{settings.port}" if settings.engine == "ts" else "")
         + f"; NNI's log: {settings.out / NNI_LOG_FILE}")
     started = time.time()
@@ -392,10 +389,7 @@ def _stop_quietly(experiment) -> None:
 def search_training_record(settings: SearchSettings, arch) -> dict:
     """The data set and recipe the search's trials trained ``arch`` with (the evaluator's settings),
     for ``retrain`` to follow."""
-    from mpn_nas.training import TrainConfig
-
-    config = TrainConfig(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed)
-    return training_record(settings.dataset, settings.data_dir, config, arch)
+    return training_record(settings.dataset, settings.data_dir, settings.training, arch)
 
 
 def write_summary(settings: SearchSettings, config: SpaceConfig, log: SearchLog, screened_out: int,

@@ -22,7 +22,7 @@ from nni.tuner import Tuner
 from mpn_nas.errors import UserError
 
 from search_spaces.budget import Budget, check_arch, require_feasible
-from search_spaces.config import DATASET_SHAPES as SHAPES
+from mpn_nas.datasets import fixed_shapes
 from search_spaces.config import SpaceConfig, load_config, sample_to_arch
 
 _logger = logging.getLogger(__name__)
@@ -53,11 +53,12 @@ class BudgetedTuner(Tuner):
                  max_flops: Optional[int] = None, max_latency_ms: Optional[float] = None,
                  optimize_mode: str = "maximize", seed: Optional[int] = None, penalty: float = 0.0,
                  max_attempts: int = 2000, **tuner_args: Any) -> None:
-        if shape not in SHAPES:
-            raise UserError(f"unknown shape {shape!r}; allowed: {', '.join(SHAPES)}")
-        in_channels, input_size, num_classes = SHAPES[shape]
-        self.config: SpaceConfig = load_config(space, space_config, in_channels=in_channels, input_size=input_size,
-                                               num_classes=num_classes)
+        shapes = fixed_shapes()
+        if shape not in shapes:
+            raise UserError(f"unknown shape {shape!r}; allowed: {', '.join(shapes)}")
+        self.config: SpaceConfig = load_config(space, space_config, in_channels=shapes[shape].in_channels,
+                                               input_size=shapes[shape].input_size,
+                                               num_classes=shapes[shape].num_classes)
         self.budget = Budget(max_params, max_flops, max_latency_ms)
         require_feasible(self.config, self.budget)
         self.inner = _inner_tuner(tuner, optimize_mode, seed, tuner_args)

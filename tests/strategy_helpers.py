@@ -33,9 +33,9 @@ def proxy_evaluator():
 
 
 def training_evaluator():
-    from search_spaces.evaluation import make_evaluator
+    from strategies.evaluation import make_evaluator
 
-    return make_evaluator(dataset="digits", epochs=1, batch_size=128, device="cpu")
+    return make_evaluator(dataset="digits", recipe={"epochs": 1, "batch_size": 128, "device": "cpu"})
 
 
 def run_experiment(space, strategy, trials: int, work_dir: Path, evaluator=None, resume_id: Optional[str] = None):

@@ -274,7 +274,7 @@ def test_nnictl_tuners(tmp_path, kind, tuner_name):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_search_command(tmp_path, monkeypatch, capsys, kind):
-    import search_spaces.evaluation as evaluation
+    import strategies.evaluation as evaluation
     from mpn_nas.cli import main
 
     monkeypatch.setattr(evaluation, "make_evaluator", lambda **settings: proxy_evaluator())  # no training
@@ -298,12 +298,12 @@ def test_search_command(tmp_path, monkeypatch, capsys, kind):
 def test_trial_command(tmp_path, monkeypatch, capsys, kind):
     import nni
 
-    import search_spaces.evaluation as evaluation
+    import strategies.evaluation as evaluation
     from mpn_nas.cli import main
 
     trained = []
     monkeypatch.setattr(nni, "get_next_parameter", lambda: _sample(BIG_WIDTH))
-    monkeypatch.setattr(evaluation, "train_arch_and_report", lambda arch, **settings: trained.append(arch) or 0.5)
+    monkeypatch.setattr(evaluation, "train_arch_and_report", lambda arch, config, **settings: trained.append(arch) or 0.5)
     (tmp_path / "space.json").write_text(json.dumps(TWO_SAMPLES))
     at, below = _limits(kind)
     command = ["trial", "--space-config", str(tmp_path / "space.json"), "--epochs", "1", "--device", "cpu"]

@@ -52,7 +52,8 @@ def _recorded_arch(dataset="digits-contexts", **recipe_changes) -> Arch:
 
 
 def test_retrain_takes_dataset_and_recipe_from_the_record_unless_given(tmp_path):
-    from mpn_nas.cli import apply_training_record, train_config
+    from mpn_nas.cli import apply_training_record
+    from mpn_nas.recipe import training_config as train_config
 
     path = tmp_path / "best_arch.json"
     _recorded_arch().to_json(path)

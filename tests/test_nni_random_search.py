@@ -11,14 +11,14 @@ def test_nni_random_strategy_exports_an_architecture_retrain_accepts(tmp_path):
     from nni.nas.strategy import Random
 
     from search_spaces import ResNetSpace
-    from search_spaces.evaluation import make_evaluator
+    from strategies.evaluation import make_evaluator
 
     space = ResNetSpace(in_channels=1, input_size=8, num_classes=10,
                         config={"widths": [[4], [8]], "blocks": [1]})  # tiny nets, quick trials
     config = NasExperimentConfig("sequential", "simplified", "local")
     config.max_trial_number = 3
     config.experiment_working_directory = str(tmp_path / "nni")
-    experiment = NasExperiment(space, make_evaluator(dataset="digits", epochs=1), Random(seed=0), config)
+    experiment = NasExperiment(space, make_evaluator(dataset="digits", recipe={"epochs": 1}), Random(seed=0), config)
     try:
         experiment.run()
         [best] = experiment.export_top_models(top_k=1, formatter="dict")

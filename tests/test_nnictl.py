@@ -72,7 +72,8 @@ def test_nnictl_experiment_from_the_shipped_digits_config(tmp_path):
 def test_example_configs_are_valid_nni_configs(tmp_path):
     from nni.experiment.config import ExperimentConfig
 
-    from search_spaces.config import DATASET_SHAPES, load_config
+    from mpn_nas.datasets import fixed_shapes
+    from search_spaces.config import load_config
     from search_spaces.hpo import hpo_search_space
 
     key = tmp_path / "id_rsa"
@@ -87,7 +88,8 @@ def test_example_configs_are_valid_nni_configs(tmp_path):
         assert exported == config.search_space
         # The shipped space is, candidate for candidate, the one the config's tuner (and trial) map from.
         args = config.tuner.class_args
-        in_channels, input_size, num_classes = DATASET_SHAPES[args["shape"]]
+        shape = fixed_shapes()[args["shape"]]
+        in_channels, input_size, num_classes = shape.in_channels, shape.input_size, shape.num_classes
         tuner_config = load_config(args["space"], args.get("space_config"), in_channels=in_channels,
                                    input_size=input_size, num_classes=num_classes)  # as BudgetedTuner loads it
         assert exported == hpo_search_space(tuner_config)

@@ -15,6 +15,7 @@ from torch import nn
 
 from mpn_nas import Arch, build_model, profile
 from mpn_nas.layers import MultiPathBasicBlock, MultiPathConv2d, MultiPathLinear
+from mpn_nas.recipe import TrainConfig
 from search_spaces import MLPSpace, ResNetSpace
 from search_spaces.budget import Budget
 from search_spaces.expected_cost import ExpectedCost
@@ -297,7 +298,8 @@ def test_oneshot_strategy_refuses_multi_trial_engine_options_in_one_line(tmp_pat
 
     out = tmp_path / "out"
     with pytest.raises(UserError, match="in this process") as refused:
-        run_search(SearchSettings(out=out, strategy="spos", quiet=True, device="cpu", **engine_options))
+        run_search(SearchSettings(out=out, strategy="spos", quiet=True, training=TrainConfig(device="cpu"),
+                                  **engine_options))
     assert "\n" not in str(refused.value) and not out.exists()  # nothing written
 
 
@@ -315,8 +317,9 @@ def test_oneshot_search_under_a_tight_budget_exports_an_architecture_within_it(t
     config.write_text(json.dumps(SMALL))
     out = tmp_path / "out"
     limit = 5_000
-    summary = run_search(SearchSettings(out=out, space_config=str(config), strategy=strategy, epochs=1, trials=3,
-                                        budget=Budget(max_params=limit), batch_size=128, quiet=True, device="cpu"))
+    summary = run_search(SearchSettings(out=out, space_config=str(config), strategy=strategy, trials=3,
+                                        budget=Budget(max_params=limit), quiet=True,
+                                        training=TrainConfig(epochs=1, batch_size=128, device="cpu")))
     arch = Arch.from_json(out / "best_arch.json")
     assert profile(arch, latency=False).params <= limit
     rows = _read_rows(out / "trials.csv")
@@ -345,8 +348,9 @@ def test_interrupted_spos_search_resumes_from_the_supernet_checkpoint(tmp_path, 
     config = tmp_path / "space.json"
     config.write_text(json.dumps(SMALL))
     out = tmp_path / "out"
-    settings = dict(out=out, space_config=str(config), strategy="spos", epochs=2, trials=2,
-                    budget=Budget(max_params=8_000), batch_size=256, quiet=True, device="cpu")
+    settings = dict(out=out, space_config=str(config), strategy="spos", trials=2,
+                    budget=Budget(max_params=8_000), quiet=True, training=TrainConfig(epochs=2, batch_size=256,
+                                                                                      device="cpu"))
     started_epochs = []
 
     class Interrupt(pl.Callback):

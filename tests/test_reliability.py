@@ -206,11 +206,12 @@ def test_diverging_training_raises_a_clear_error():
 
 
 def _search_settings(tmp_path, **changes):
+    from mpn_nas.recipe import TrainConfig
     from search_spaces.budget import Budget
     from strategies.search import SearchSettings
 
     settings = dict(out=tmp_path / "search", space_config=str(tiny_space_config(tmp_path / "space.json")), trials=4,
-                    epochs=1, budget=Budget(max_params=12_000), quiet=True)
+                    training=TrainConfig(epochs=1), budget=Budget(max_params=12_000), quiet=True)
     return SearchSettings(**(settings | changes))
 
 
@@ -229,13 +230,13 @@ def _failing_train(real_train, errors):
 @pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
     import mpn_nas.training as training
-    from mpn_nas.training import NonFiniteLossError
+    from mpn_nas.training import NonFiniteLossError, TrainConfig
     from strategies.search import run_search
 
     monkeypatch.setattr(training, "train", _failing_train(training.train, [
         RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), None, NonFiniteLossError("loss became nan"),
         ValueError("bad batch")]))
-    summary = run_search(_search_settings(tmp_path, seed=3))
+    summary = run_search(_search_settings(tmp_path, training=TrainConfig(epochs=1, seed=3)))
     rows = list(csv.DictReader(open(tmp_path / "search" / "trials.csv")))
     assert [r["status"] for r in rows] == ["failed", "succeeded", "failed", "failed"]
     assert rows[0]["reason"].startswith("out of memory") and rows[2]["reason"].startswith("non-finite loss")

@@ -11,8 +11,6 @@ import math
 import torch
 from torch import nn
 
-ROUTING_TYPES = ("none", "static", "cross_prediction", "feature_dependent")
-
 # Softmax weight the aligned connection gets at initialisation: an untrained routed network leans
 # towards the plain multi-path one. With 0.9 the softmax sat in its flat region and, after training,
 # the routing barely depended on the input (benchmarks/router_learning.py --aligned-weights 0.9 0.5).
@@ -49,12 +47,13 @@ def density_mask(in_paths: int, out_paths: int, density: float, per: str) -> tor
     return torch.tensor(rows, dtype=torch.bool)
 
 
-def initial_logits(in_paths: int, out_paths: int, kept: int) -> torch.Tensor:
-    """Logits giving ``ALIGNED_INIT_WEIGHT`` to the aligned path (square) or uniform allocation
+def initial_logits(in_paths: int, out_paths: int, kept: int,
+                   aligned_weight: float = ALIGNED_INIT_WEIGHT) -> torch.Tensor:
+    """Logits giving ``aligned_weight`` to the aligned path (square) or uniform allocation
     (rectangular), for a softmax over ``kept`` unmasked candidates."""
     logits = torch.zeros(in_paths, out_paths)
     if in_paths == out_paths and kept > 1:
-        gain = math.log(ALIGNED_INIT_WEIGHT * (kept - 1) / (1 - ALIGNED_INIT_WEIGHT))
+        gain = math.log(aligned_weight * (kept - 1) / (1 - aligned_weight))
         logits = logits + torch.eye(in_paths) * gain
     return logits
 
@@ -122,6 +121,16 @@ class Router(nn.Module):
         """The logits :meth:`normalise` turns into ``A`` (one-shot supernets mix them over densities)."""
         raise NotImplementedError
 
+    @classmethod
+    def for_layer(cls, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> "Router":
+        """The router between ``in_paths`` sources of ``channels`` channels and ``out_paths``
+        destinations; routers that do not look at the features ignore ``channels``."""
+        return cls(in_paths, out_paths, density)
+
+    def reset_logits(self, aligned_weight: float = ALIGNED_INIT_WEIGHT) -> None:
+        """Set the initial bias of the logits (:func:`initial_logits`); routers without logits have none.
+        ``benchmarks/router_learning.py`` varies ``aligned_weight``."""
+
     def extra_repr(self) -> str:
         return f"{self.in_paths} -> {self.out_paths}, density={self.density}"
 
@@ -151,7 +160,12 @@ class StaticRouter(Router):
 
     def __init__(self, in_paths: int, out_paths: int, density: float = 1.0) -> None:
         super().__init__(in_paths, out_paths, density)
-        self.logits = nn.Parameter(initial_logits(in_paths, out_paths, self.kept))
+        self.logits = nn.Parameter(torch.zeros(in_paths, out_paths))
+        self.reset_logits()
+
+    def reset_logits(self, aligned_weight: float = ALIGNED_INIT_WEIGHT) -> None:
+        with torch.no_grad():
+            self.logits.copy_(initial_logits(self.in_paths, self.out_paths, self.kept, aligned_weight))
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits before the masked softmax: ``(1, in_paths, out_paths)``, broadcast over the batch."""
@@ -174,7 +188,16 @@ class CrossPredictionRouter(Router):
         super().__init__(in_paths, out_paths, density)
         bound = 1.0 / math.sqrt(channels)
         self.weight = nn.Parameter(torch.empty(in_paths, channels, out_paths).uniform_(-bound, bound))
-        self.bias = nn.Parameter(initial_logits(in_paths, out_paths, self.kept))
+        self.bias = nn.Parameter(torch.zeros(in_paths, out_paths))
+        self.reset_logits()
+
+    @classmethod
+    def for_layer(cls, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> "Router":
+        return cls(in_paths, out_paths, channels, density)
+
+    def reset_logits(self, aligned_weight: float = ALIGNED_INIT_WEIGHT) -> None:
+        with torch.no_grad():
+            self.bias.copy_(initial_logits(self.in_paths, self.out_paths, self.kept, aligned_weight))
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits before the masked softmax: ``(B, in_paths, out_paths)``."""
@@ -205,8 +228,15 @@ class FeatureDependentRouter(Router):
         self.gate = nn.Sequential(
             nn.Linear(in_paths * channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, in_paths * out_paths)
         )
+        self.reset_logits()
+
+    @classmethod
+    def for_layer(cls, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> "Router":
+        return cls(in_paths, out_paths, channels, density)
+
+    def reset_logits(self, aligned_weight: float = ALIGNED_INIT_WEIGHT) -> None:
         with torch.no_grad():
-            self.gate[2].bias.copy_(initial_logits(in_paths, out_paths, self.kept).flatten())
+            self.gate[2].bias.copy_(initial_logits(self.in_paths, self.out_paths, self.kept, aligned_weight).flatten())
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits before the masked softmax: ``(B, in_paths, out_paths)``."""
@@ -221,14 +251,15 @@ class FeatureDependentRouter(Router):
         return self.normalise(self.scores(x))
 
 
+# The routing types by name, as architecture documents, spaces and the command line spell them.
+# Adding one: its Router subclass above (with ``routing`` set) and a row here.
+ROUTERS: dict[str, type[Router]] = {cls.routing: cls for cls in (
+    IdentityRouter, StaticRouter, CrossPredictionRouter, FeatureDependentRouter)}
+ROUTING_TYPES = tuple(ROUTERS)
+
+
 def build_router(routing: str, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> Router:
     """Router of the given type between ``in_paths`` sources of ``channels`` channels and ``out_paths``."""
-    if routing == "none":
-        return IdentityRouter(in_paths, out_paths, density)
-    if routing == "static":
-        return StaticRouter(in_paths, out_paths, density)
-    if routing == "cross_prediction":
-        return CrossPredictionRouter(in_paths, out_paths, channels, density)
-    if routing == "feature_dependent":
-        return FeatureDependentRouter(in_paths, out_paths, channels, density)
-    raise ValueError(f"unknown routing {routing!r}; allowed: {', '.join(ROUTING_TYPES)}")
+    if routing not in ROUTERS:
+        raise ValueError(f"unknown routing {routing!r}; allowed: {', '.join(ROUTING_TYPES)}")
+    return ROUTERS[routing].for_layer(in_paths, out_paths, channels, density)
