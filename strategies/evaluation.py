@@ -1,10 +1,8 @@
-"""The evaluator NNI runs for each sample: train briefly, report validation accuracy to NNI.
+"""The evaluator NNI runs for each sample: train briefly, report validation accuracy to NNI (or,
+on failure, why: :mod:`strategies.failures`).
 
 Only importable, picklable things are referenced (the ``ts`` engine serialises the evaluator into
 trial processes): the data set is passed by name and the recipe as a plain dict, never tensors.
-A failed trial reports why as an intermediate metric ``{"default": 0.0, "failure": reason}``
-before it re-raises: metrics are the one channel from a trial to the search that every engine and
-training service carries (a module global would stay empty in another process or machine).
 """
 from __future__ import annotations
 
@@ -19,25 +17,7 @@ from mpn_nas import Arch
 from mpn_nas.complexity import count_params_and_flops
 from mpn_nas.recipe import TrainConfig
 
-FAILURE_KEY = "failure"  # the key of a failed trial's reason in its last intermediate metric
-
-
-def describe_failure(error: BaseException) -> str:
-    """A one-line reason: NaN loss, out of memory, or the exception's type and message."""
-    from mpn_nas.training import NonFiniteLossError
-
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, NonFiniteLossError):
-        return f"non-finite loss ({text})"
-    if isinstance(error, MemoryError) or "out of memory" in text.lower():
-        return f"out of memory ({type(error).__name__}: {text})"[:300]
-    return f"{type(error).__name__}: {text}"[:300]
-
-
-def failure_reason(metric: Any) -> Optional[str]:
-    """The reason a failed trial reported (see the module docstring), else ``None``."""
-    return metric.get(FAILURE_KEY) if isinstance(metric, Mapping) else None
-
+from .failures import describe_failure, failure_metric
 
 class ReportToNNI(pl.Callback):
     """Reports validation accuracy to NNI after every epoch."""
@@ -87,10 +67,8 @@ def train_arch_and_report(arch: Arch, config: TrainConfig, dataset: str = "digit
     try:
         _, metrics = train_trial(arch, config, dataset, data_dir, threads)
     except Exception as error:
-        reason = describe_failure(error)
-        # "default" keeps NNI's web UI, which plots every metric's default, working for the failed trial.
-        nni.report_intermediate_result({"default": 0.0, FAILURE_KEY: reason})
-        print(f"mpn-nas trial failed: {reason}", file=sys.stderr, flush=True)  # lands in NNI's trial log
+        nni.report_intermediate_result(failure_metric(error))
+        print(f"mpn-nas trial failed: {describe_failure(error)}", file=sys.stderr, flush=True)  # NNI's trial log
         raise
     params, flops = count_params_and_flops(arch)
     accuracy = metrics["val_accuracy"]

@@ -18,6 +18,8 @@ from nni.nas.strategy.middleware import Filter, StrategyMiddleware
 from search_spaces.budget import Budget, check_sample
 from search_spaces.config import SpaceConfig
 
+from .failures import failure_reason
+
 
 class SampleFits:
     """``fits(sample)``: whether a sample of the space ``config`` describes is within ``budget``."""
@@ -56,6 +58,10 @@ class BudgetFilter(Filter):
 
 # A trial whose end arrived before its final metric: completed when the metric arrives, or by ``reconcile``.
 AWAITING_METRIC = "awaiting metric"
+# A failed trial whose end arrived before the metric saying why (see strategies.evaluation): completed
+# when it arrives, or after REASON_WAIT_SECONDS without one.
+AWAITING_REASON = "awaiting reason"
+REASON_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -181,11 +187,23 @@ class TrialRecorder(StrategyMiddleware):
         return self.records.get(id(model))
 
     def _on_intermediate(self, event) -> None:
-        from .evaluation import failure_reason
+        record, reason = self._record(event.model), failure_reason(event.metric)
+        if record is None or not reason:  # only a failing trial's last word matters here
+            return
+        with self._lock:
+            record.reason = reason
+            late = record.status == AWAITING_REASON
+            if late:
+                record.status = "failed"
+        if late:
+            self._finish(record)
 
-        record = self._record(event.model)
-        if record is not None and failure_reason(event.metric):  # a failing trial's last word
-            record.reason = failure_reason(event.metric)
+    def _give_up_on_reason(self, record: TrialRecord, status: str) -> None:
+        with self._lock:
+            if record.status != AWAITING_REASON:
+                return
+            record.status, record.reason = "failed", f"training ended with status {status}"
+        self._finish(record)
 
     def _on_final_metric(self, event) -> None:
         record = self._record(event.model)
@@ -221,8 +239,13 @@ class TrialRecorder(StrategyMiddleware):
                 record.status = AWAITING_METRIC
                 return
             record.status = "succeeded" if event.status == ModelStatus.Trained else "failed"
-        if record.status == "failed" and not record.reason:
-            record.reason = f"training ended with status {event.status.value}"
+            if record.status == "failed" and not record.reason:
+                # The reason travels as a metric, which the manager can deliver after the end.
+                record.status = AWAITING_REASON
+                timer = threading.Timer(REASON_WAIT_SECONDS, self._give_up_on_reason, (record, event.status.value))
+                timer.daemon = True
+                timer.start()
+                return
         self._finish(record)
 
     def _finish(self, record: TrialRecord) -> None:
@@ -244,7 +267,7 @@ class TrialRecorder(StrategyMiddleware):
         """Wait for the end events of submitted trials: NNI's manager reports "done" slightly before
         the last trial's metric and end reach this process."""
         deadline = time.time() + timeout
-        while any(r.status in ("running", AWAITING_METRIC) for r in list(self.records.values())):
+        while any(r.status in ("running", AWAITING_METRIC, AWAITING_REASON) for r in list(self.records.values())):
             if time.time() > deadline:
                 return False
             time.sleep(0.2)
