@@ -320,7 +320,7 @@ class MixedMultiPathConv2d(MultiPathMixedOperation, MultiPathConv2d):
     def soft_forward(self, arguments: Mapping[str, Any], x: torch.Tensor) -> torch.Tensor:
         """``(B, P_in, C_in, H, W)`` at the largest size -> ``(B, P, C_out, H', W')``, softly masked."""
         routed = mix_paths(x, self._soft_routing(arguments["routing"], arguments["density"], x))
-        out = self.transform(routed)
+        out = self.parallel_forward(routed)
         paths = _greater_than(arguments["path_count"], out.shape[1], x.device)
         channels = _greater_than(arguments["out_channels"], out.shape[2], x.device)
         return out * (paths[:, None] * channels[None, :]).view(1, *out.shape[1:3], 1, 1).to(out.dtype)
@@ -360,7 +360,7 @@ class MixedMultiPathLinear(MultiPathMixedOperation, _BuildsItsOwnLayers):
     def soft_forward(self, arguments: Mapping[str, Any], x: torch.Tensor) -> torch.Tensor:
         """``(B, P_in, C_in)`` at the largest size -> ``(B, P, C_out)``, softly masked."""
         routed = mix_paths(x, self._soft_routing(arguments["routing"], arguments["density"], x))
-        out = self.largest.transform(routed)
+        out = self.largest.parallel_forward(routed)
         paths = _greater_than(arguments["path_count"], out.shape[1], x.device)
         channels = _greater_than(arguments["out_features"], out.shape[2], x.device)
         return out * (paths[:, None] * channels[None, :]).unsqueeze(0).to(out.dtype)
@@ -414,7 +414,7 @@ class MixedMultiPathBasicBlock(MultiPathMixedOperation, _BuildsItsOwnLayers):
         paths = _greater_than(arguments["path_count"], self._largest_sizes["p"], x.device)
         channels = _greater_than(arguments["width"], self._largest_sizes["w"], x.device)
         mask = (paths[:, None] * channels[None, :]).view(1, *paths.shape, *channels.shape, 1, 1).to(x.dtype)
-        out = self.conv2.transform(self.conv1.transform(routed) * mask)
+        out = self.conv2.parallel_forward(self.conv1.parallel_forward(routed) * mask)
         projected = _probability(self._shortcut_distribution(), bool)
         shortcut = 0.0
         if isinstance(projected, torch.Tensor) or projected > 0:

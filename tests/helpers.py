@@ -168,9 +168,12 @@ def figure_pixels(width_inches: float, height_inches: float, dpi: int) -> tuple[
     return int(width_inches * dpi), int(height_inches * dpi)
 
 
+TINY_SPACE = {"widths": [[4, 8], [8, 16]], "blocks": [1], "path_counts": [1, 2, 4]}  # 2,304 samples
+
+
 def tiny_space_config(path: Path) -> Path:
-    """A small resnet space (quick trials) written as a --space-config file."""
+    """:data:`TINY_SPACE`, a small resnet space (quick trials), written as a --space-config file."""
     import json
 
-    path.write_text(json.dumps({"widths": [[4, 8], [8, 16]], "blocks": [1], "path_counts": [1, 2, 4]}))
+    path.write_text(json.dumps(TINY_SPACE))
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-TINY_SPACE = {"widths": [[4, 8], [8, 16]], "blocks": [1], "path_counts": [1, 2, 4]}  # 2,304 samples
+from helpers import TINY_SPACE
 
 
 def tiny_space():

@@ -29,6 +29,6 @@ class MultiPathBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routed = self.conv1.mix(x)
-        out = self.se(self.conv2(self.conv1.transform(routed)))
+        out = self.se(self.conv2(self.conv1.parallel_forward(routed)))
         return torch.relu(out + self.shortcut(routed))
 

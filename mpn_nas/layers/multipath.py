@@ -12,10 +12,10 @@ from torch import nn
 from .routers import build_router
 
 
-def _bmm_mix(x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+def _bmm_mix(x: torch.Tensor, allocation: torch.Tensor) -> torch.Tensor:
     batch, in_paths = x.shape[:2]
-    mixed = torch.bmm(routing.transpose(1, 2), x.reshape(batch, in_paths, -1))
-    return mixed.view(batch, routing.shape[2], *x.shape[2:])
+    mixed = torch.bmm(allocation.transpose(1, 2), x.reshape(batch, in_paths, -1))
+    return mixed.view(batch, allocation.shape[2], *x.shape[2:])
 
 
 class _MixPaths(torch.autograd.Function):
@@ -27,35 +27,35 @@ class _MixPaths(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, routing)
-        return _bmm_mix(x, routing)
+    def forward(ctx, x: torch.Tensor, allocation: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, allocation)
+        return _bmm_mix(x, allocation)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        x, routing = ctx.saved_tensors
+        x, allocation = ctx.saved_tensors
         # Under autocast the forward ran in lower precision: compute the backward in the gradient's dtype.
-        x, routing = x.to(grad.dtype), routing.to(grad.dtype)
+        x, allocation = x.to(grad.dtype), allocation.to(grad.dtype)
         batch, in_paths = x.shape[:2]
-        flat_grad = grad.reshape(batch, routing.shape[2], -1)
-        grad_x = grad_routing = None
+        flat_grad = grad.reshape(batch, allocation.shape[2], -1)
+        grad_x = grad_allocation = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty(x.shape, dtype=grad.dtype, device=grad.device)
-            torch.bmm(routing, flat_grad, out=grad_x.view(batch, in_paths, -1))
+            torch.bmm(allocation, flat_grad, out=grad_x.view(batch, in_paths, -1))
         if ctx.needs_input_grad[1]:
-            grad_routing = torch.bmm(x.reshape(batch, in_paths, -1), flat_grad.transpose(1, 2))
-        return grad_x, grad_routing
+            grad_allocation = torch.bmm(x.reshape(batch, in_paths, -1), flat_grad.transpose(1, 2))
+        return grad_x, grad_allocation
 
 
-def mix_paths(x: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
+def mix_paths(x: torch.Tensor, allocation: torch.Tensor) -> torch.Tensor:
     """``Z_j = sum_i A[:, i, j] * X_i`` as one batched matmul.
 
-    x: ``(B, p_in, ...)``; routing ``A``: ``(B, p_in, p_out)`` -> ``(B, p_out, ...)``.
+    x: ``(B, p_in, ...)``; allocation ``A``: ``(B, p_in, p_out)`` -> ``(B, p_out, ...)``.
     """
-    routing = routing.to(x.dtype)
-    if torch.is_grad_enabled() and (x.requires_grad or routing.requires_grad):
-        return _MixPaths.apply(x, routing)
-    return _bmm_mix(x, routing)  # tracers, exporters and the meta-device FLOP counter see the plain op
+    allocation = allocation.to(x.dtype)
+    if torch.is_grad_enabled() and (x.requires_grad or allocation.requires_grad):
+        return _MixPaths.apply(x, allocation)
+    return _bmm_mix(x, allocation)  # tracers, exporters and the meta-device FLOP counter see the plain op
 
 
 class RoutedMix(nn.Module):
@@ -75,10 +75,10 @@ class RoutedMix(nn.Module):
         """``(B, p_in, ...)`` -> ``(B, p_out, ...)``."""
         if self.routing == "none" and not self.record_routing:
             return x
-        routing = self.router(x)
+        allocation = self.router(x)  # A: (B, p_in, p_out)
         if self.record_routing:
-            self.last_routing = routing.detach()
-        return x if self.routing == "none" else mix_paths(x, routing)
+            self.last_routing = allocation.detach()
+        return x if self.routing == "none" else mix_paths(x, allocation)
 
 
 class MultiPathConv2d(nn.Module):
@@ -101,14 +101,16 @@ class MultiPathConv2d(nn.Module):
         self.norm = nn.BatchNorm2d(path_count * out_channels) if norm else nn.Identity()
         self.act = nn.ReLU(inplace=True) if activation else nn.Identity()
 
-    def transform(self, z: torch.Tensor) -> torch.Tensor:
-        """The parallel operations alone, on already routed ``z``: ``(B, p, C_in, H, W)``."""
+    def parallel_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The ``path_count`` parallel convolutions (with norm and activation) without the router, on
+        already routed ``z``: ``(B, p, C_in, H, W)`` -> ``(B, p, C_out, H', W')``. Blocks and
+        supernets call it when they did the routing themselves."""
         batch = z.shape[0]
         y = self.act(self.norm(self.conv(z.flatten(1, 2))))
         return y.view(batch, self.path_count, self.out_channels, *y.shape[2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform(self.mix(x))
+        return self.parallel_forward(self.mix(x))
 
 
 class MultiPathLinear(nn.Module):
@@ -131,8 +133,9 @@ class MultiPathLinear(nn.Module):
         self.norm = nn.BatchNorm1d(path_count * out_features) if norm else nn.Identity()
         self.act = nn.ReLU(inplace=True) if activation else nn.Identity()
 
-    def transform(self, z: torch.Tensor) -> torch.Tensor:
-        """The parallel operations alone, on already routed ``z``: ``(B, p, in_features)``."""
+    def parallel_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The ``path_count`` parallel linear layers (with norm and activation) without the router, on
+        already routed ``z``: ``(B, p, in_features)`` -> ``(B, p, out_features)``."""
         y = torch.bmm(z.transpose(0, 1), self.weight).transpose(0, 1)  # (B, p, out)
         if self.bias is not None:
             y = y + self.bias
@@ -140,7 +143,7 @@ class MultiPathLinear(nn.Module):
         return y.view(-1, self.path_count, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform(self.mix(x))
+        return self.parallel_forward(self.mix(x))
 
 
 class MultiPathSqueezeExcitation(nn.Module):
