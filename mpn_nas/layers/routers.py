@@ -97,6 +97,7 @@ class Router(nn.Module):
     """Base class: holds the density mask and applies the masked softmax."""
 
     routing: str = ""
+    reads_features = False  # whether the allocation depends on the input (then it needs the channel count)
     softmax_dim: int = 1  # 1: over sources per destination; 2: over destinations per source
     mask_per: str = "destination"
 
@@ -124,12 +125,22 @@ class Router(nn.Module):
     @classmethod
     def for_layer(cls, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> "Router":
         """The router between ``in_paths`` sources of ``channels`` channels and ``out_paths``
-        destinations; routers that do not look at the features ignore ``channels``."""
+        destinations; routers that do not read the features ignore ``channels``."""
+        if cls.reads_features:
+            return cls(in_paths, out_paths, channels, density)
         return cls(in_paths, out_paths, density)
 
+    def logit_bias(self) -> "torch.Tensor | None":
+        """The parameter holding the logits' input-independent part, ``(in_paths, out_paths)`` values."""
+        return None
+
     def reset_logits(self, aligned_weight: float = ALIGNED_INIT_WEIGHT) -> None:
-        """Set the initial bias of the logits (:func:`initial_logits`); routers without logits have none.
-        ``benchmarks/router_learning.py`` varies ``aligned_weight``."""
+        """Set :meth:`logit_bias` to :func:`initial_logits` (``benchmarks/router_learning.py`` varies
+        ``aligned_weight``); routers without logits have nothing to set."""
+        bias = self.logit_bias()
+        if bias is not None:
+            with torch.no_grad():
+                bias.copy_(initial_logits(self.in_paths, self.out_paths, self.kept, aligned_weight).view_as(bias))
 
     def extra_repr(self) -> str:
         return f"{self.in_paths} -> {self.out_paths}, density={self.density}"
@@ -163,9 +174,8 @@ class StaticRouter(Router):
         self.logits = nn.Parameter(torch.zeros(in_paths, out_paths))
         self.reset_logits()
 
-    def reset_logits(self, aligned_weight: float = ALIGNED_INIT_WEIGHT) -> None:
-        with torch.no_grad():
-            self.logits.copy_(initial_logits(self.in_paths, self.out_paths, self.kept, aligned_weight))
+    def logit_bias(self) -> torch.Tensor:
+        return self.logits
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits before the masked softmax: ``(1, in_paths, out_paths)``, broadcast over the batch."""
@@ -181,6 +191,7 @@ class CrossPredictionRouter(Router):
     the destinations. The ``in_paths`` predictors run as one batched matmul."""
 
     routing = "cross_prediction"
+    reads_features = True
     softmax_dim = 2
     mask_per = "source"
 
@@ -191,13 +202,8 @@ class CrossPredictionRouter(Router):
         self.bias = nn.Parameter(torch.zeros(in_paths, out_paths))
         self.reset_logits()
 
-    @classmethod
-    def for_layer(cls, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> "Router":
-        return cls(in_paths, out_paths, channels, density)
-
-    def reset_logits(self, aligned_weight: float = ALIGNED_INIT_WEIGHT) -> None:
-        with torch.no_grad():
-            self.bias.copy_(initial_logits(self.in_paths, self.out_paths, self.kept, aligned_weight))
+    def logit_bias(self) -> torch.Tensor:
+        return self.bias
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits before the masked softmax: ``(B, in_paths, out_paths)``."""
@@ -220,6 +226,7 @@ class FeatureDependentRouter(Router):
     cross-connection weight at once (cheaper than one predictor per source)."""
 
     routing = "feature_dependent"
+    reads_features = True
 
     def __init__(self, in_paths: int, out_paths: int, channels: int, density: float = 1.0,
                  reduction: int = 8) -> None:
@@ -230,13 +237,8 @@ class FeatureDependentRouter(Router):
         )
         self.reset_logits()
 
-    @classmethod
-    def for_layer(cls, in_paths: int, out_paths: int, channels: int, density: float = 1.0) -> "Router":
-        return cls(in_paths, out_paths, channels, density)
-
-    def reset_logits(self, aligned_weight: float = ALIGNED_INIT_WEIGHT) -> None:
-        with torch.no_grad():
-            self.gate[2].bias.copy_(initial_logits(self.in_paths, self.out_paths, self.kept, aligned_weight).flatten())
+    def logit_bias(self) -> torch.Tensor:
+        return self.gate[2].bias  # (in_paths * out_paths,)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits before the masked softmax: ``(B, in_paths, out_paths)``."""
