@@ -25,6 +25,7 @@ from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy import Strategy
 from nni.nas.strategy.utils import DeduplicationHelper, RetrySamplingHelper
 
+from mpn_nas.arch import Arch
 from mpn_nas.errors import UserError
 
 from search_spaces.budget import arch_cost
@@ -267,16 +268,18 @@ def row_sample(row: Mapping[str, Any], config: SpaceConfig) -> dict:
     return sample
 
 
-def write_front(out_dir: Path, rows: Sequence[Mapping[str, Any]], config: SpaceConfig, objective: str) -> list[int]:
-    """Write the architecture document of every front member to ``out_dir/pareto/trialNNN.json``
-    (replacing an older front there) and return the front's trial numbers, ascending."""
+def write_front(out_dir: Path, rows: Sequence[Mapping[str, Any]], config: SpaceConfig, objective: str,
+                annotate: Callable[[Arch], Arch] = lambda arch: arch) -> list[int]:
+    """Write the architecture document of every front member (through ``annotate``, which adds the
+    search's training record) to ``out_dir/pareto/trialNNN.json`` (replacing an older front there)
+    and return the front's trial numbers, ascending."""
     members = front_rows(rows, objective)
     folder = Path(out_dir) / FRONT_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("trial*.json"):
         stale.unlink()
     for row in members:
-        sample_to_arch(config, row_sample(row, config)).to_json(folder / front_file_name(int(row["trial"])))
+        annotate(sample_to_arch(config, row_sample(row, config))).to_json(folder / front_file_name(int(row["trial"])))
     return sorted(int(r["trial"]) for r in members)
 
 

@@ -413,7 +413,8 @@ def write_summary(settings: SearchSettings, config: SpaceConfig, log: SearchLog,
         if front is not None:
             summary["pareto_front"] = {"objective": settings.objective, "trials": front,
                                        "folder": "pareto"}
-            write_front(out, log.rows, config, settings.objective)
+            write_front(out, log.rows, config, settings.objective,
+                        annotate=lambda arch: with_training_record(arch, search_training_record(settings, arch)))
         plot_pareto(out / "pareto.png", log.rows, objective=settings.objective, front=front)
     write_json(out / "summary.json", summary)
     if interrupted:

@@ -258,6 +258,8 @@ def test_pareto_search_command_writes_and_marks_the_front(tmp_path):
     assert summary["pareto_front"]["trials"] == front and summary["pareto_front"]["objective"] == "params"
     assert sorted(p.name for p in (out / "pareto").iterdir()) == [f"trial{t:03d}.json" for t in front]
     for trial in front:
-        assert profile(Arch.from_json(out / "pareto" / f"trial{trial:03d}.json"), latency=False).params \
-            == points[trial][1] <= 12_000
+        member = Arch.from_json(out / "pareto" / f"trial{trial:03d}.json")
+        assert profile(member, latency=False).params == points[trial][1] <= 12_000
+        # retrain follows the search for any member of the front, not only the best
+        assert member.extra["trained_with"]["dataset"] == "digits" and member.extra["trained_with"]["epochs"] == 1
     assert png_size(out / "pareto.png") == figure_pixels(6, 4, 120)
