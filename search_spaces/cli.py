@@ -6,19 +6,17 @@ import json
 
 from mpn_nas.datasets import fixed_shapes
 
+from .config import FAMILIES
+
 
 def add_space_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--space", default="resnet", help="resnet | mlp")
+    parser.add_argument("--space", default="resnet", choices=FAMILIES, help="the model space (default resnet)")
     parser.add_argument("--space-config", default=None, help="JSON file of candidate lists to change")
 
 
 def space_config_for(args: argparse.Namespace, in_channels: int, input_size: int, num_classes: int):
-    from mpn_nas.errors import UserError
-
     from .config import load_config
 
-    if args.space not in ("resnet", "mlp"):
-        raise UserError(f"unknown space {args.space!r}; allowed: resnet, mlp")
     return load_config(args.space, args.space_config, in_channels=in_channels, input_size=input_size,
                        num_classes=num_classes)
 

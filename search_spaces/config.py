@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-from mpn_nas.arch import Arch, Stage
+from mpn_nas.arch import MEMBER_FAMILIES, Arch, Stage
 from mpn_nas.errors import UserError
 from mpn_nas.layers.routers import ROUTING_TYPES
 from mpn_nas.limits import check_space
 
-FAMILIES = ("resnet", "mlp")
+FAMILIES = MEMBER_FAMILIES  # a space per single-network family
 SHAREABLE = ("paths", "routing", "density")
 
 

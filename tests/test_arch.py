@@ -145,3 +145,11 @@ def test_profile_counts_real_flops_including_routing():
     plain = Arch.from_dict(arch_doc(stages=[dict(s, routing="none", paths=2) for s in arch_doc()["stages"]]))
     static = Arch.from_dict(arch_doc(stages=[dict(s, routing="static", paths=2) for s in arch_doc()["stages"]]))
     assert profile(static, latency=False).flops > profile(plain, latency=False).flops
+
+
+def test_every_single_network_family_has_a_skeleton_and_a_space():
+    from mpn_nas.arch import MEMBER_FAMILIES
+    from mpn_nas.models import FAMILY_SKELETONS
+    from search_spaces.spaces import SPACES
+
+    assert set(FAMILY_SKELETONS) == set(MEMBER_FAMILIES) == set(SPACES)

@@ -182,4 +182,4 @@ def test_export_space_cli(tmp_path):
     assert_clean_error(run_cli("export-space", "--space-config", str(narrow), "-o", str(out)), 2, "path_counts")
     narrow.write_text('{"path_counts": [2,')
     assert_clean_error(run_cli("export-space", "--space-config", str(narrow), "-o", str(out)), 2, "not valid JSON")
-    assert_clean_error(run_cli("export-space", "--space", "vit", "-o", str(out)), 2, "unknown space")
+    assert_clean_error(run_cli("export-space", "--space", "vit", "-o", str(out)), 2, "invalid choice", "vit")
