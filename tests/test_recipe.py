@@ -57,7 +57,7 @@ def test_train_leaves_the_process_as_it_found_it(monkeypatch):
     monkeypatch.setattr(process, "keep_freed_memory", lambda: allocator_calls.append(1))
     arch = Arch.from_json(EXAMPLE_ARCHS / "digits_single.json")
     data = make_data("digits", batch_size=256)
-    loggers = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
+    loggers = process.LIGHTNING_LOGGERS
     with warnings.catch_warnings():
         filters = list(warnings.filters)
         levels = [logging.getLogger(name).level for name in loggers]
