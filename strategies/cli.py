@@ -45,7 +45,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         out=Path(args.out), space=args.space, space_config=args.space_config, dataset=args.dataset,
         data_dir=args.data_dir, strategy=args.strategy, objective=args.objective, budget=budget_from(args),
         trials=args.trials, training=training_config(args), engine=args.engine, concurrency=args.concurrency,
-        gpus=args.gpus, port=args.port, force=args.force, quiet=args.quiet, verbose=args.verbose)
+        gpus=args.gpus, port=args.port, force=args.force, quiet=args.quiet, verbose=args.verbose,
+        warm_trials=args.warm_trials)
     run_search(settings)
     return 0
 
@@ -110,6 +111,9 @@ def register(commands) -> None:
     search.add_argument("--concurrency", type=flag_type("--concurrency"), default=1, help="trials at once (ts engine)")
     search.add_argument("--gpus", type=gpu_list, default=None, help="GPU indices for trials, e.g. 0,1 (ts engine)")
     search.add_argument("--port", type=flag_type("--port"), default=8080, help="NNI manager / web UI port (ts engine)")
+    search.add_argument("--cold-trials", dest="warm_trials", action="store_false",
+                        help="ts engine: start every trial as a fresh Python (default: fork trials from a process "
+                             "that has imported torch and Lightning once)")
     add_training_options(search, TRIAL_DEFAULTS, TRIAL_HELPS)
     search.add_argument("--out", help="directory for best_arch.json, trials.csv, summary.json, ...")
     search.add_argument("--resume", metavar="DIR", help="continue an interrupted search in DIR, or extend a finished "

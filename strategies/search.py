@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -55,6 +55,8 @@ class SearchSettings:
     quiet: bool = False
     verbose: bool = False
     resume: bool = False
+    # ts engine: trials fork from a process that has imported torch and Lightning (strategies.warm_trials)
+    warm_trials: bool = True
     # The trials the strategy's population was sized for: kept when --resume extends --trials, so the
     # resumed strategy proposes what it proposed before and gets the recorded results back.
     strategy_trials: Optional[int] = None
@@ -90,7 +92,7 @@ class SearchSettings:
 
 
 # Settings of one invocation, not of the search (never saved, never compared on --resume).
-RUN_ONLY_SETTINGS = ("out", "force", "quiet", "verbose", "resume")
+RUN_ONLY_SETTINGS = ("out", "force", "quiet", "verbose", "resume", "warm_trials")
 TRIAL_EPOCHS = 2  # a search trains each trial briefly: its default --epochs
 
 
@@ -260,7 +262,7 @@ def load_previous_rows(out: Path, config: SpaceConfig) -> list[dict]:
              **row_sample(row, config)} for row in read_trials_csv(path)]
 
 
-def experiment_config(settings: SearchSettings, trials: int):
+def experiment_config(settings: SearchSettings, trials: int, python: Optional[str] = None):
     from nni.nas.experiment import NasExperimentConfig
 
     config = NasExperimentConfig(settings.engine, "simplified", "local")
@@ -271,6 +273,8 @@ def experiment_config(settings: SearchSettings, trials: int):
     else:
         config.trial_concurrency = settings.concurrency
         config.trial_code_directory = str(Path.cwd())
+        if python:  # NNI's trial command is "{python} -m nni.nas.execution.training_service trial"
+            config._trial_command_params = {"python": python}
         if settings.gpus:
             config.trial_gpu_number = 1
             config.training_service.gpu_indices = settings.gpus
@@ -287,6 +291,15 @@ def trial_training(settings: SearchSettings) -> TrainConfig:
     if settings.engine == "sequential" and settings.training.device == "auto":
         return replace(settings.training, device="cpu")
     return settings.training
+
+
+def warm_trials_for(settings: SearchSettings):
+    """The zygote of warm trial processes, for trials NNI starts on this machine (ts engine)."""
+    if settings.engine != "ts" or not settings.warm_trials:
+        return None
+    from .warm_trials import WarmTrials
+
+    return WarmTrials(settings.out / "nni")
 
 
 def trial_threads(settings: SearchSettings) -> Optional[int]:
@@ -348,7 +361,9 @@ def run_multi_trial(settings: SearchSettings, config: SpaceConfig, log: SearchLo
                            config, settings.budget, recorder)
     evaluator = make_evaluator(dataset=settings.dataset, data_dir=settings.data_dir,
                                recipe=asdict(trial_training(settings)), threads=trial_threads(settings))
-    experiment = NasExperiment(space, evaluator, strategy, experiment_config(settings, remaining))
+    warm = warm_trials_for(settings)
+    experiment = NasExperiment(space, evaluator, strategy,
+                               experiment_config(settings, remaining, warm.python_command if warm else None))
     say(settings.verbosity,
         f"{'resuming' if log.rows else 'searching'} {settings.space} space ({config.size():,} samples, smallest "
         f"{smallest.params:,} params) on {settings.dataset} with {settings.strategy}: {remaining} of "
@@ -357,7 +372,7 @@ def run_multi_trial(settings: SearchSettings, config: SpaceConfig, log: SearchLo
         + f"; NNI's log: {settings.out / NNI_LOG_FILE}")
     started = time.time()
     interrupted = False
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), warm or nullcontext():
         try:
             interrupted = experiment.run(port=settings.port) is None  # NNI stops itself on Ctrl-C and returns None
             if not interrupted and not recorder.wait_until_recorded(timeout=10):

@@ -54,7 +54,10 @@ def test_ts_engine_search_runs_trials_in_processes_and_stops_the_manager(tmp_pat
                          "--max-params", str(MAX_PARAMS), "--out", str(out), "--seed", "2")
         assert result.returncode == 0, result.stderr[-3000:]
         _check_artifacts(out, 3)
-        assert list((out / "nni").glob("*/environments/local-env/trials/*"))  # trials ran as NNI trial jobs
+        trial_jobs = {path.name for path in (out / "nni").glob("*/environments/local-env/trials/*")}
+        assert len(trial_jobs) == 3  # trials ran as NNI trial jobs, each forked from the warm process:
+        served = (out / "nni" / "warm_trials.log").read_text().splitlines()
+        assert sorted(line.split()[-1] for line in served) == sorted(trial_jobs)
         assert not port_in_use(port) and not processes_in(tmp_path)  # the NNI manager and trials were stopped
 
 
