@@ -58,6 +58,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
         sys.stdin, sys.stdout, sys.stderr = (open(0, closefd=False), open(1, "w", closefd=False),
                                              open(2, "w", closefd=False))
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
@@ -103,29 +104,62 @@ def _attend(connection: socket.socket, pid: int) -> None:
         connection.close()
 
 
+def _stop_children(children: Sequence[int], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL what is still there after ``grace`` seconds."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        while alive and time.time() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in alive if _running(pid)]
+        if not alive:
+            return
+        children = alive
+
+
+def _running(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    except ChildProcessError:  # already reaped by its attendant thread
+        return False
+
+
 def serve(socket_path: Path) -> None:
-    """Preload, then fork one child per client until SIGTERM (children still running are stopped)."""
+    """Preload, then fork one child per client until SIGTERM or until the search that started it is
+    gone (children still running are stopped)."""
     import importlib
 
+    search = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the search's to handle; it stops us
     for name in PRELOAD:
         importlib.import_module(name)
     children: list[int] = []
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(socket_path))
     server.listen(64)
+    server.settimeout(1.0)
 
     def stop(signum, frame) -> None:
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        _stop_children(children)
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     log = open(socket_path.parent / SERVED_LOG, "a", buffering=1)
     while True:
-        connection, _ = server.accept()
+        try:
+            connection, _ = server.accept()
+        except socket.timeout:
+            if os.getppid() != search:  # the search died without stopping us (e.g. SIGKILL)
+                stop(signal.SIGTERM, None)
+            continue
+        connection.settimeout(None)
         message, fds = _receive_fds(connection, 1 << 20, 3)
         request = json.loads(message)
         pid = os.fork()
@@ -192,8 +226,9 @@ class WarmTrials:
         self.socket_path.unlink(missing_ok=True)
         repo = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+        # Its own session: a Ctrl-C at the terminal reaches the search, which stops it.
         self.process = subprocess.Popen([sys.executable, "-m", "strategies.warm_trials", "serve", str(self.socket_path)],
-                                        env=env, stdin=subprocess.DEVNULL)
+                                        env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + self.timeout
         while not self.socket_path.exists():  # trials before it is up run cold: waiting only saves time
             if self.process.poll() is not None or time.time() > deadline:
