@@ -129,7 +129,7 @@ def _ensure_writable(out: Path) -> None:
 
 
 # Packages add subcommands through this entry-point group (declared in their setup.py), e.g.
-#   entry_points={"mpn_nas.commands": ["search = strategies.cli:register"]}
+#   entry_points={"mpn_nas.commands": ["name = your_package.cli:register"]}
 # ``register(commands)`` adds parsers to ``commands``; it must not import nni at import time (handlers
 # import what they need), so that ``retrain`` and ``profile`` start without it.
 COMMANDS_GROUP = "mpn_nas.commands"
