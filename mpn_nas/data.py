@@ -172,11 +172,14 @@ def _cifar(name: str, data_dir: Optional[str], download: bool, seed: int, **load
                         "--data-dir") from None
     train_plain = cls(str(root), train=True, transform=plain)
     test = cls(str(root), train=False, transform=plain)
-    order = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(seed)).tolist()
-    val_count = len(order) // 10
+    from sklearn.model_selection import train_test_split
+
+    # Validation: a tenth of the training images, stratified by class (the test set is CIFAR's own).
+    train, val = train_test_split(list(range(len(train_aug))), test_size=0.1, stratify=train_aug.targets,
+                                  random_state=seed)
     classes = 10 if name == "cifar10" else 100
-    return ClassificationData(name, DataShape(3, 32, classes), Subset(train_aug, order[val_count:]),
-                              Subset(train_plain, order[:val_count]), test, **loader_args)
+    return ClassificationData(name, DataShape(3, 32, classes), Subset(train_aug, train),
+                              Subset(train_plain, val), test, **loader_args)
 
 
 def _cifar_problem(cls, name: str, root: Path) -> str:
