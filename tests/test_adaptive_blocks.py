@@ -162,3 +162,24 @@ def test_mlp_refuses_a_block_kind():
     doc["stages"][1]["block"] = "selective_kernel"
     with pytest.raises(ArchError, match=r"stages\[1\]\.block' applies to the resnet family only"):
         Arch.from_dict(doc)
+
+
+@pytest.mark.parametrize("kind", ADAPTIVE)
+def test_layer_speeds_plain_counterpart_is_the_same_convolutions_without_attention(kind):
+    import importlib.util
+    import sys
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("layer_speed", REPO / "benchmarks" / "layer_speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    sys.modules["layer_speed"] = speed
+    spec.loader.exec_module(speed)
+    layer_type, plain = speed.ADAPTIVE[kind]
+    torch.manual_seed(4)
+    layer = layer_type(4, 3, 2).eval()
+    with torch.no_grad():  # uniform attention: each of the M branches weighs 1/M for every input
+        layer.attention.fc2.weight.zero_()
+        layer.attention.fc2.bias.zero_()
+        z = torch.randn(3, 2, 4, 6, 6)
+        torch.testing.assert_close(plain(layer, z) / layer.attention.branches, layer.transform(z))

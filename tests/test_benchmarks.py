@@ -65,7 +65,8 @@ def test_layer_speed_runs_and_reports_every_implementation(tmp_path):
     doc = json.loads(out.with_suffix(".json").read_text())
     medians, times = doc["median_ms"], doc["times_ms"]
     expected = {*ROUTING_TYPES, "naive", "dense"}
-    assert expected | {"op:grouped", "op:channels_last", "op:loop"} == set(medians["conv"]["2"])
+    peers = {"peer:selective_kernel", "peer:selective_kernel:plain", "peer:split_attention", "peer:split_attention:plain"}
+    assert expected | {"op:grouped", "op:channels_last", "op:loop"} | peers == set(medians["conv"]["2"])
     assert expected | {"op:bmm", "op:loop"} == set(medians["linear"]["1"])
     for kind in ("conv", "linear"):  # the medians written are those of the --repeats rounds timed
         for paths, row in medians[kind].items():

@@ -132,3 +132,19 @@ def test_data_sets_of_separate_runs_append_into_one_combined_table(tmp_path):
     assert png_size(out.with_suffix(".png")) == figure_pixels(6 * 2, 4.5, 120)
     assert table.main(["--datasets", "digits", *common, "--fresh"]) == 0
     assert set(json.loads(out.with_suffix(".json").read_text())["datasets"]) == {"digits"}
+
+
+def test_digits_folder_writes_an_image_folder_the_data_sets_read(tmp_path):
+    spec = importlib.util.spec_from_file_location("digits_folder", REPO / "benchmarks" / "digits_folder.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from mpn_nas.data import make_data
+
+    assert module.write_folder(tmp_path / "digits", 12) == 1797
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == [str(d) for d in range(10)]
+    data = make_data(f"imagefolder:{tmp_path / 'digits'}", shape=DataShape(1, 12, 0))
+    assert data.shape == DataShape(1, 12, 10)
+    image, label = data.train_set[0]
+    assert image.shape == (1, 12, 12) and image.min() >= -1 and image.max() <= 1
+    with pytest.raises(module.UserError, match="not empty"):
+        module.write_folder(tmp_path / "digits", 12)
