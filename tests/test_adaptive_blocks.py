@@ -183,3 +183,12 @@ def test_layer_speeds_plain_counterpart_is_the_same_convolutions_without_attenti
         layer.attention.fc2.bias.zero_()
         z = torch.randn(3, 2, 4, 6, 6)
         torch.testing.assert_close(plain(layer, z) / layer.attention.branches, layer.transform(z))
+
+
+def test_readme_holds_the_block_kinds_table():
+    from helpers import REPO
+    from mpn_nas.layers.adaptive import block_kinds_markdown
+
+    table = block_kinds_markdown()
+    assert all(f"| `{name}` | `{block.__name__}` |" in table for name, block in BLOCK_KINDS.items())
+    assert table in (REPO / "README.md").read_text()

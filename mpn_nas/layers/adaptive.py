@@ -144,6 +144,8 @@ class SelectiveKernelBlock(MultiPathBasicBlock):
     (timm's ``SelectiveKernelBasic``). Shapes as the basic block."""
 
     first_conv = SelectiveKernelConv2d
+    about = (f"selective kernel (SKNet): first convolution as {len(SK_DILATIONS)} 3x3 branches of dilation "
+             f"{', '.join(map(str, SK_DILATIONS))}, per-sample softmax over them")
 
 
 class SplitAttentionBlock(MultiPathBasicBlock):
@@ -152,6 +154,8 @@ class SplitAttentionBlock(MultiPathBasicBlock):
 
     first_conv = SplitAttentionConv2d
     channel_divisor = SPLIT_RADIX
+    about = (f"split attention (ResNeSt): first convolution as {SPLIT_RADIX} radix groups, per-sample softmax "
+             f"over them; input channels divisible by {SPLIT_RADIX}")
 
 
 # The block kinds a stage's ``block`` field names: the document validation, the builder, the cost
@@ -162,6 +166,12 @@ BLOCK_KINDS: dict[str, type[MultiPathBasicBlock]] = {
     "split_attention": SplitAttentionBlock,
 }
 DEFAULT_BLOCK = "basic"
+
+
+def block_kinds_markdown() -> str:
+    """The README's table of block kinds, from :data:`BLOCK_KINDS`."""
+    rows = [f"| `{name}` | `{block.__name__}` | {block.about} |" for name, block in BLOCK_KINDS.items()]
+    return "\n".join(["| `block` | class | what |", "|---|---|---|", *rows])
 
 
 def block_problem(kind: str, in_channels: int) -> Optional[str]:

@@ -18,6 +18,7 @@ class MultiPathBasicBlock(nn.Module):
 
     first_conv: type[nn.Module] = MultiPathConv2d
     channel_divisor = 1
+    about = "two 3x3 convolutions per path (the default)"
 
     def __init__(self, in_channels: int, width: int, path_count: int, in_paths: int, routing: str,
                  density: float = 1.0, stride: int = 1, se: bool = False) -> None:
