@@ -42,6 +42,7 @@ def _run(*args):
                           text=True, cwd=REPO, timeout=600)
 
 
+@pytest.mark.slow
 def test_image_folder_end_to_end_with_adaptive_baselines_and_a_searched_row_in_budget(tmp_path):
     folder = _image_folder(tmp_path / "images")
     out = tmp_path / "results" / "table"
@@ -118,6 +119,7 @@ def test_summary_has_the_t_interval_of_the_mean():
         table.summarise("digits", mixed, complexity)
 
 
+@pytest.mark.slow
 def test_data_sets_of_separate_runs_append_into_one_combined_table(tmp_path):
     table = _load()
     out = tmp_path / "table"
@@ -134,6 +136,7 @@ def test_data_sets_of_separate_runs_append_into_one_combined_table(tmp_path):
     assert set(json.loads(out.with_suffix(".json").read_text())["datasets"]) == {"digits"}
 
 
+@pytest.mark.slow
 def test_digits_folder_writes_an_image_folder_the_data_sets_read(tmp_path):
     spec = importlib.util.spec_from_file_location("digits_folder", REPO / "benchmarks" / "digits_folder.py")
     module = importlib.util.module_from_spec(spec)
