@@ -151,3 +151,18 @@ def test_digits_folder_writes_an_image_folder_the_data_sets_read(tmp_path):
     assert image.shape == (1, 12, 12) and image.min() >= -1 and image.max() <= 1
     with pytest.raises(module.UserError, match="not empty"):
         module.write_folder(tmp_path / "digits", 12)
+
+
+@pytest.mark.slow  # times three training steps of the CIFAR-sized reference
+def test_cifar_sized_data_on_cpu_gets_fewer_epochs_and_a_time_warning(tmp_path, capsys):
+    table = _load()
+    args = table.parse_args(["--datasets", "fake", "--input-size", "32", "--seeds", "2", "--device", "cpu",
+                             "--variants", "feature_dependent"])
+    plan = table.plan_dataset("fake", args, ["feature_dependent"], "cpu", 1, tmp_path)
+    assert plan["base"].widths == (16, 32, 64) and plan["epochs"] == plan["base"].cpu_epochs == 3
+    assert "warning: fake on CPU: 2 trainings of 3 epochs each" in capsys.readouterr().err
+    assert len(plan["splits"]) == 2  # one split per seed, made here and handed to the jobs
+    explicit = table.plan_dataset("fake", table.parse_args(["--datasets", "fake", "--input-size", "32",
+                                                           "--epochs", "7", "--seeds", "1"]),
+                                  ["feature_dependent"], "cuda", 1, tmp_path)
+    assert explicit["epochs"] == 7 and "warning" not in capsys.readouterr().err
