@@ -12,7 +12,11 @@ per-round ratio, so that load from other processes, which hits one round's calls
 - ``dense``: one plain convolution (or linear layer) with ``round(C * sqrt(p))`` channels, the same
   FLOPs as the ``p`` parallel operations;
 - how the parallel operations alone run: grouped convolution, grouped convolution in channels-last
-  memory (conversions included), a loop over paths (``bmm`` or a loop for the dense layer).
+  memory (conversions included), a loop over paths (``bmm`` or a loop for the dense layer);
+- the peers' data-dependent layers on the same ``p`` paths (routing ``none``): selective kernel
+  (SKNet) and split attention (ResNeSt), each against its own plain counterpart, the same
+  convolutions with the branches summed instead of attended, so that the routing overhead
+  (``feature_dependent`` / ``none``) sits beside theirs.
 
     python benchmarks/layer_speed.py                       # CIFAR-like shapes, p = 1, 2, 4, 8, 16
     python benchmarks/layer_speed.py --out benchmarks/results/layer_speed.md
@@ -36,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mpn_nas.cpu_allocator import keep_freed_memory
-from mpn_nas.layers import ROUTING_TYPES, MultiPathConv2d, MultiPathLinear
+from mpn_nas.layers import ROUTING_TYPES, MultiPathConv2d, MultiPathLinear, SelectiveKernelConv2d, SplitAttentionConv2d
 from mpn_nas.layers.routers import CrossPredictionRouter, FeatureDependentRouter, Router
 
 NAIVE_ROUTING = "feature_dependent"
@@ -106,6 +110,26 @@ def batched_linear(weight: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def looped_linear(weight: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return torch.stack([z[:, j] @ weight[j] for j in range(z.shape[1])])
+
+
+# --- the peers' adaptive layers without their attention --------------------------------------------------
+
+def plain_selective_kernel(layer: SelectiveKernelConv2d, z: torch.Tensor) -> torch.Tensor:
+    """``layer``'s branches (3x3 and dilated 3x3 conv-BN-ReLU) summed: selective kernel minus selection."""
+    flat = z.flatten(1, 2)
+    summed = sum(branch(flat) for branch in layer.branches)
+    return summed.view(z.shape[0], layer.path_count, layer.out_channels, *summed.shape[2:])
+
+
+def plain_split_attention(layer: SplitAttentionConv2d, z: torch.Tensor) -> torch.Tensor:
+    """``layer``'s radix-grouped conv-BN-ReLU with the groups summed: split attention minus attention."""
+    y = torch.relu(layer.norm(layer.conv(z.flatten(1, 2))))
+    summed = y.view(z.shape[0], layer.path_count, layer.radix, layer.out_channels, *y.shape[2:]).sum(dim=2)
+    return summed
+
+
+ADAPTIVE = {"selective_kernel": (SelectiveKernelConv2d, plain_selective_kernel),
+            "split_attention": (SplitAttentionConv2d, plain_split_attention)}
 
 
 # --- timing ----------------------------------------------------------------------------------------------
@@ -182,6 +206,15 @@ def conv_steps(paths: int, args: argparse.Namespace, device: torch.device) -> di
     conv = layers["none"].conv
     for name, execute in (("grouped", grouped_conv), ("channels_last", channels_last_conv), ("loop", looped_conv)):
         steps[f"op:{name}"] = forward_backward(lambda t, run=execute: run(conv, t), x, [conv.weight])
+    for name, (layer_type, plain) in ADAPTIVE.items():  # routing none: only the peers' own overhead
+        try:
+            layer = layer_type(c, c, paths).to(device)
+        except ValueError as err:  # split attention on an odd channel count
+            print(f"{name} left out: {err}", file=sys.stderr)
+            continue
+        steps[f"peer:{name}"] = forward_backward(layer.parallel_forward, x, list(layer.parameters()))
+        steps[f"peer:{name}:plain"] = forward_backward(lambda t, run=plain, module=layer: run(module, t), x,
+                                                       list(layer.parameters()))
     return steps
 
 
@@ -203,14 +236,17 @@ def linear_steps(paths: int, args: argparse.Namespace, device: torch.device) -> 
 def ratio_table(kind: str, results: dict[int, dict[str, list[float]]]) -> str:
     """Markdown: median milliseconds of routing ``none``, everything else as a ratio to a stated baseline."""
     ops = [name for name in next(iter(results.values())) if name.startswith("op:")]
+    peers = [name for name in ADAPTIVE if f"peer:{name}" in next(iter(results.values()))]
     header = (["p", "`none` ms"] + [f"`{r}` / `none`" for r in ROUTING_TYPES[1:]]
-              + [f"naive / `{NAIVE_ROUTING}`", "dense equal-FLOPs / `none`"] + [f"{op[3:]} / {ops[0][3:]}" for op in ops[1:]])
+              + [f"naive / `{NAIVE_ROUTING}`", "dense equal-FLOPs / `none`"] + [f"{op[3:]} / {ops[0][3:]}" for op in ops[1:]]
+              + [f"`{peer}` / plain" for peer in peers])
     lines = [f"**{kind}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for paths, times in results.items():
         row = [str(paths), f"{statistics.median(times['none']):.2f}"]
         row += [f"{ratio(times, r, 'none'):.3f}" for r in ROUTING_TYPES[1:]]
         row += [f"{ratio(times, 'naive', NAIVE_ROUTING):.2f}", f"{ratio(times, 'dense', 'none'):.2f}"]
         row += [f"{ratio(times, op, ops[0]):.2f}" for op in ops[1:]]
+        row += [f"{ratio(times, f'peer:{peer}', f'peer:{peer}:plain'):.3f}" for peer in peers]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

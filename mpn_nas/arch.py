@@ -4,8 +4,11 @@
 {"format": "mpn-nas/arch", "version": 1, "family": "resnet",
  "in_channels": 1, "input_size": 8, "num_classes": 10, "stem_width": 16,
  "stages": [{"blocks": 1, "width": 16, "paths": 4, "routing": "feature_dependent",
-             "density": 1.0, "stride": 1, "se": false}]}
+             "density": 1.0, "stride": 1, "se": false, "block": "basic"}]}
 ```
+A stage's optional ``block`` names its residual block (:data:`mpn_nas.layers.BLOCK_KINDS`): ``basic``
+(the default, left out of written documents), ``selective_kernel`` (SKNet) or ``split_attention``
+(ResNeSt, whose input channels per path must be even).
 ``family`` is ``resnet``, ``mlp`` or ``ensemble`` (``ensemble_size`` copies of ``member_family``
 networks averaging their logits). Widths are per path: ``stem_width`` is the width of each of the
 first stage's ``paths`` parallel stem operations, ``width`` that of each path of a stage.
@@ -20,6 +23,7 @@ from typing import Any, Mapping, Union
 
 from .errors import UserError
 from .files import atomic_write_text
+from .layers.adaptive import BLOCK_KINDS, DEFAULT_BLOCK, block_problem
 from .layers.routers import ROUTING_TYPES
 from .limits import check_document, check_field
 
@@ -46,6 +50,15 @@ class Stage:
     density: float = 1.0
     stride: int = 1
     se: bool = False
+    block: str = DEFAULT_BLOCK
+
+
+def _stage_dict(stage: Stage) -> dict:
+    """A stage's fields; ``block`` only when not the default, so documents of basic blocks stay as before."""
+    doc = asdict(stage)
+    if doc["block"] == DEFAULT_BLOCK:
+        del doc["block"]
+    return doc
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class Arch:
         doc: dict[str, Any] = {"format": ARCH_FORMAT, "version": ARCH_VERSION, "family": self.family,
                                "in_channels": self.in_channels, "input_size": self.input_size,
                                "num_classes": self.num_classes, "stem_width": self.stem_width,
-                               "stages": [asdict(stage) for stage in self.stages]}
+                               "stages": [_stage_dict(stage) for stage in self.stages]}
         if self.family == "ensemble":
             doc.update(ensemble_size=self.ensemble_size, member_family=self.member_family)
         if self.extra:
@@ -155,7 +168,7 @@ class Arch:
 def _stage_from_dict(index: int, doc: Any) -> Stage:
     where = f"stages[{index}]"
     if not isinstance(doc, Mapping):
-        raise ArchError(f"{where} must be an object with fields blocks, width, paths, routing, density, stride, se")
+        raise ArchError(f"{where} must be an object with fields {', '.join(Stage.__dataclass_fields__)}")
     known = set(Stage.__dataclass_fields__)
     unknown = sorted(str(key) for key in set(doc) - known)
     if unknown:
@@ -198,7 +211,7 @@ def validate(arch: Arch) -> None:
     if arch.family == "ensemble" and arch.ensemble_size < 2:
         raise ArchError(f"field 'ensemble_size' must be >= 2 for family 'ensemble', got {arch.ensemble_size}")
     convolutional = arch.member.family == "resnet"
-    previous_paths = None
+    previous_paths, channels = None, arch.stem_width
     for i, stage in enumerate(arch.stages):
         where = f"stages[{i}]"
         for name in ("blocks", "width", "paths", "stride"):
@@ -212,9 +225,18 @@ def validate(arch: Arch) -> None:
             raise ArchError(f"field '{where}.density' must be a number in (0, 1], got {_shown(density)}")
         if not isinstance(stage.se, bool):
             raise ArchError(f"field '{where}.se' must be true or false, got {_shown(stage.se)}")
-        if not convolutional and (stage.stride != 1 or stage.se):
-            raise ArchError(f"field '{where}.{'stride' if stage.stride != 1 else 'se'}' applies to the resnet "
-                            "family only; use stride 1 and se false for mlp")
+        if not isinstance(stage.block, str) or stage.block not in BLOCK_KINDS:
+            raise ArchError(f"field '{where}.block' must be one of {', '.join(BLOCK_KINDS)}, got {_shown(stage.block)}")
+        if not convolutional and (stage.stride != 1 or stage.se or stage.block != DEFAULT_BLOCK):
+            name = "stride" if stage.stride != 1 else "se" if stage.se else "block"
+            raise ArchError(f"field '{where}.{name}' applies to the resnet family only; use stride 1, se false "
+                            f"and block {DEFAULT_BLOCK!r} for mlp")
+        if convolutional:  # the first block takes the previous width, later blocks the stage's own
+            inputs = (channels, stage.width) if stage.blocks > 1 else (channels,)
+            problem = next(filter(None, (block_problem(stage.block, width) for width in inputs)), None)
+            if problem:
+                raise ArchError(f"field '{where}.block': {problem} (set by stem_width and the stage widths)")
+        channels = stage.width
         if stage.routing == "none" and previous_paths not in (None, stage.paths):
             raise ArchError(f"field '{where}.routing' is 'none' but the path count changes from {previous_paths} "
                             f"to {stage.paths}; use static, cross_prediction or feature_dependent, or equal paths")

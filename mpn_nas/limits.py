@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from .errors import UserError
+from .layers.adaptive import SK_DILATIONS, SPLIT_RADIX, attention_width
 
 Number = Union[int, float]
 
@@ -224,6 +225,29 @@ def _conv(in_channels: int, out_channels: int, paths: int, kernel: int, position
                     outputs * (2 if norm else 1))
 
 
+def _first_conv(block: str, in_channels: int, out_channels: int, paths: int, positions: int) -> Estimate:
+    """A block's first convolution (:data:`mpn_nas.layers.BLOCK_KINDS`): plain, selective kernel
+    (one conv per dilation) or split attention (``radix`` groups of ``in_channels / radix`` inputs)."""
+    if block == "selective_kernel":
+        branches = len(SK_DILATIONS)
+        convs = _conv(in_channels, out_channels, paths, 3, positions) * branches
+    elif block == "split_attention":
+        branches = SPLIT_RADIX
+        convs = _conv(in_channels // branches, out_channels, paths * branches, 3, positions)
+    else:
+        return _conv(in_channels, out_channels, paths, 3, positions)
+    return convs + _branch_attention(out_channels, branches, paths, positions)
+
+
+def _branch_attention(channels: int, branches: int, paths: int, positions: int) -> Estimate:
+    """:class:`~mpn_nas.layers.adaptive.BranchAttention`: two grouped 1x1 convs on pooled features,
+    then the weighted sum of the branches (stacked and multiplied: two more branch-sized tensors)."""
+    hidden, logits = attention_width(channels, branches), branches * channels
+    return Estimate(paths * (channels * hidden + hidden + hidden * logits + logits), 0,
+                    2 * paths * (channels * hidden + hidden * logits),
+                    paths * (hidden + 2 * logits) + 2 * branches * paths * channels * positions)
+
+
 def _resnet(arch: Any) -> Estimate:
     size, paths = arch.input_size, arch.stages[0].paths
     total = _conv(arch.in_channels, arch.stem_width, paths, 3, size * size)
@@ -235,7 +259,7 @@ def _resnet(arch: Any) -> Estimate:
             positions = out_size * out_size
             total += _router(stage.routing, paths, stage.paths, channels)
             total += _mix(stage.routing, paths, stage.paths, channels * size * size)
-            total += _conv(channels, stage.width, stage.paths, 3, positions)
+            total += _first_conv(getattr(stage, "block", "basic"), channels, stage.width, stage.paths, positions)
             total += _conv(stage.width, stage.width, stage.paths, 3, positions)
             if stage.se:
                 hidden = max(1, stage.width // 4)

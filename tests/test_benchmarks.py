@@ -65,7 +65,8 @@ def test_layer_speed_runs_and_reports_every_implementation(tmp_path):
     doc = json.loads(out.with_suffix(".json").read_text())
     medians, times = doc["median_ms"], doc["times_ms"]
     expected = {*ROUTING_TYPES, "naive", "dense"}
-    assert expected | {"op:grouped", "op:channels_last", "op:loop"} == set(medians["conv"]["2"])
+    peers = {"peer:selective_kernel", "peer:selective_kernel:plain", "peer:split_attention", "peer:split_attention:plain"}
+    assert expected | {"op:grouped", "op:channels_last", "op:loop"} | peers == set(medians["conv"]["2"])
     assert expected | {"op:bmm", "op:loop"} == set(medians["linear"]["1"])
     for kind in ("conv", "linear"):  # the medians written are those of the --repeats rounds timed
         for paths, row in medians[kind].items():
@@ -79,19 +80,19 @@ def test_paper_table_runs_and_matches_parameters(tmp_path):
     out = tmp_path / "table"
     result = _run("paper_table.py", "--datasets", "digits-contexts", "cifar10", "--variants", "multipath",
                   "feature_dependent", "--seeds", "2", "--epochs", "1", "--jobs", "1", "--device", "cpu", "--latency-rounds", "1",
-                  "--out", str(out))
+                  "--data-dir", str(tmp_path / "no-cifar-here"), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    doc = json.loads(out.with_suffix(".json").read_text())
-    assert sorted((r["variant"], r["seed"]) for r in doc["runs"]) == [
+    doc = json.loads(out.with_suffix(".json").read_text())["datasets"]
+    assert sorted((r["variant"], r["seed"]) for r in doc["digits-contexts"]["runs"]) == [
         ("feature_dependent", 0), ("feature_dependent", 1), ("multipath", 0), ("multipath", 1)]
-    (summary,) = doc["summaries"]
+    summary = doc["digits-contexts"]["summary"]
     rows = summary["variants"]
     assert summary["best_routed"] == "feature_dependent"
     reference = rows["feature_dependent"]["params"]
     assert abs(rows["multipath"]["params"] - reference) <= 0.05 * reference
     assert rows["multipath"]["vs_best_routed"]["seeds"] == 2
     markdown = out.with_suffix(".md").read_text()
-    assert "multi-path, routing `none`" in markdown and "`cifar10` skipped: needs a GPU" in markdown
+    assert "multi-path, routing `none`" in markdown and "`cifar10` skipped: cifar10 files not found" in markdown
     assert png_size(out.with_suffix(".png")) == figure_pixels(6 * 1, 4.5, 120)  # one panel: the data set run
 
 
@@ -99,7 +100,7 @@ def test_every_variant_is_matched_within_tolerance():
     table = _load("paper_table")
     base = table.DIGITS_BASE
     reference = table.param_count(table.resnet_arch(base, paths=base.paths, routing=table.REFERENCE))
-    for variant in table.VARIANTS:
+    for variant in [v for v in table.VARIANTS if v != "searched"]:  # searched: found by a search, not matched
         arch = table.matched_arch(variant, base, reference, 0.05)
         params = table.param_count(arch)
         if variant == "single":

@@ -1,4 +1,13 @@
 """Building blocks: routers, multi-path layers and blocks (pure PyTorch)."""
+from .adaptive import (
+    BLOCK_KINDS,
+    DEFAULT_BLOCK,
+    BranchAttention,
+    SelectiveKernelBlock,
+    SelectiveKernelConv2d,
+    SplitAttentionBlock,
+    SplitAttentionConv2d,
+)
 from .blocks import MultiPathBasicBlock
 from .ends import MultiPathDenseStem, MultiPathStem, PathConcatClassifier
 from .multipath import MultiPathConv2d, MultiPathLinear, MultiPathSqueezeExcitation, RoutedMix, mix_paths
@@ -18,5 +27,6 @@ __all__ = [
     "ROUTING_TYPES", "Router", "IdentityRouter", "StaticRouter", "CrossPredictionRouter", "FeatureDependentRouter",
     "build_router", "density_mask", "kept_connections", "RoutedMix", "mix_paths", "MultiPathConv2d",
     "MultiPathLinear", "MultiPathSqueezeExcitation", "MultiPathBasicBlock", "MultiPathStem", "MultiPathDenseStem",
-    "PathConcatClassifier",
+    "PathConcatClassifier", "BLOCK_KINDS", "DEFAULT_BLOCK", "BranchAttention", "SelectiveKernelConv2d",
+    "SplitAttentionConv2d", "SelectiveKernelBlock", "SplitAttentionBlock",
 ]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..arch import Arch
-from ..layers import MultiPathBasicBlock, MultiPathStem, PathConcatClassifier
+from ..layers import BLOCK_KINDS, MultiPathStem, PathConcatClassifier
 
 
 class MultiPathResNet(nn.Module):
@@ -18,8 +18,9 @@ class MultiPathResNet(nn.Module):
         blocks, channels, paths = [], arch.stem_width, arch.stages[0].paths
         for stage in arch.stages:
             for index in range(stage.blocks):
-                blocks.append(MultiPathBasicBlock(channels, stage.width, stage.paths, paths, stage.routing,
-                                                  stage.density, stage.stride if index == 0 else 1, stage.se))
+                block = BLOCK_KINDS[stage.block]
+                blocks.append(block(channels, stage.width, stage.paths, paths, stage.routing, stage.density,
+                                    stage.stride if index == 0 else 1, stage.se))
                 channels, paths = stage.width, stage.paths
         self.blocks = nn.Sequential(*blocks)
         self.head = PathConcatClassifier(channels, paths, arch.num_classes)
