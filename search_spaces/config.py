@@ -22,6 +22,7 @@ from typing import Any, Mapping, Union
 
 from mpn_nas.arch import MEMBER_FAMILIES, Arch, Stage
 from mpn_nas.errors import UserError
+from mpn_nas.layers.adaptive import BLOCK_KINDS, DEFAULT_BLOCK, block_problem
 from mpn_nas.layers.routers import ROUTING_TYPES
 from mpn_nas.limits import check_space
 
@@ -48,6 +49,9 @@ class SpaceConfig:
     routings: tuple[str, ...] = ROUTING_TYPES
     densities: tuple[float, ...] = (0.5, 1.0)
     shared: bool = False
+    # Residual block kinds (mpn_nas.layers.BLOCK_KINDS) a resnet stage may use. With one candidate
+    # there is no choice (no label): the spaces, their labels and search_space.json stay as before.
+    block_kinds: tuple[str, ...] = (DEFAULT_BLOCK,)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -74,6 +78,8 @@ class SpaceConfig:
                     choices[prefix + kind] = list(candidates[kind])
             choices[prefix + "width"] = list(self.widths[i])
             choices[prefix + "blocks"] = list(self.blocks)
+            if len(self.block_kinds) > 1:
+                choices[prefix + "block"] = list(self.block_kinds)
         return choices
 
     def size(self) -> int:
@@ -163,8 +169,18 @@ def _validate(cfg: SpaceConfig) -> None:
         fail("shared", "true or false", cfg.shared)
     if cfg.family == "mlp" and any(s != 1 for s in cfg.strides):
         fail("strides", "all 1 for the mlp family", list(cfg.strides))
+    if not isinstance(cfg.block_kinds, tuple) or not cfg.block_kinds or any(
+            k not in BLOCK_KINDS for k in cfg.block_kinds):
+        fail("block_kinds", f"a non-empty list of {', '.join(BLOCK_KINDS)}", cfg.block_kinds)
+    if cfg.family == "mlp" and cfg.block_kinds != (DEFAULT_BLOCK,):
+        fail("block_kinds", f"[{DEFAULT_BLOCK!r}] for the mlp family", list(cfg.block_kinds))
+    for kind in cfg.block_kinds:  # every block input of every sample: the stem and each stage's widths
+        for width in (cfg.stem_width, *(w for stage in cfg.widths for w in stage)):
+            problem = block_problem(kind, width)
+            if problem:
+                fail("block_kinds", f"kinds every width of the space can take ({problem})", list(cfg.block_kinds))
     for kind, values in (("path_counts", cfg.path_counts), ("routings", cfg.routings), ("densities", cfg.densities),
-                         ("blocks", cfg.blocks), *((f"widths[{i}]", w) for i, w in enumerate(cfg.widths))):
+                         ("blocks", cfg.blocks), ("block_kinds", cfg.block_kinds), *((f"widths[{i}]", w) for i, w in enumerate(cfg.widths))):
         if len(set(values)) != len(values):
             fail(kind, "a list without repeats", list(values))
     check_space(cfg)  # candidates within the limits table, largest architecture within memory
@@ -190,10 +206,11 @@ def sample_to_arch(cfg: SpaceConfig, sample: Mapping[str, Any]) -> Arch:
         paths, routing, density = (_choice(sample, cfg, i, kind) for kind in SHAREABLE)
         in_paths = paths if previous_paths is None else previous_paths
         routing = repaired_routing(routing, in_paths, paths)
+        block = _choice(sample, cfg, i, "block") if len(cfg.block_kinds) > 1 else cfg.block_kinds[0]
         stages.append(Stage(blocks=_choice(sample, cfg, i, "blocks"), width=_choice(sample, cfg, i, "width"),
                             paths=paths, routing=routing, density=float(repaired_density(density, routing, in_paths,
                                                                                          paths)),
-                            stride=cfg.strides[i]))
+                            stride=cfg.strides[i], block=block))
         previous_paths = paths
     return Arch(cfg.family, cfg.in_channels, cfg.input_size, cfg.num_classes, cfg.stem_width, tuple(stages))
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from mpn_nas.errors import UserError
+from mpn_nas.layers.adaptive import DEFAULT_BLOCK
 from mpn_nas.recipe import with_training_record
 from mpn_nas.training import Classifier, TrainConfig, make_trainer, resolve_device
 
@@ -237,6 +238,10 @@ def run_oneshot_search(settings) -> dict:
                         "--engine sequential without --concurrency or --gpus (pick the GPU with --device cuda)")
     check_output(settings)
     config = space_config_of(settings)
+    if len(config.block_kinds) > 1 or config.block_kinds[0] != DEFAULT_BLOCK:
+        raise UserError(f"--strategy {settings.strategy} shares weights between the {DEFAULT_BLOCK!r} blocks of one "
+                        f"supernet; the other block kinds change the weights' shapes: use a multi-trial strategy "
+                        f"for space config block_kinds {list(config.block_kinds)}")
     dataset_shape(settings.dataset, settings.data_dir)
     require_feasible(config, settings.budget)
     create_output(settings, config)

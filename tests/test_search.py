@@ -114,3 +114,21 @@ def test_ts_engine_trials_report_why_they_failed(tmp_path):
     assert rows and {row["status"] for row in rows} == {"failed"}
     assert "CorruptImageError: image" in rows[0]["reason"] and "cannot be read" in rows[0]["reason"], rows[0]
     assert not port_in_use(port) and not processes_in(tmp_path)
+
+
+@pytest.mark.slow
+def test_search_over_block_kinds_trains_the_adaptive_baselines(tmp_path):
+    out = tmp_path / "search"
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"widths": [[4, 8], [8]], "blocks": [1], "path_counts": [1, 2],
+                                 "block_kinds": ["selective_kernel", "split_attention"]}))
+    result = run_cli("search", "--space-config", str(space), "--trials", "2", "--epochs", "1", "--out", str(out),
+                     "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = Arch.from_json(out / "best_arch.json")
+    assert {stage.block for stage in best.stages} <= {"selective_kernel", "split_attention"}
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert all(row["stage1.block"] in ("selective_kernel", "split_attention") for row in rows)
+    assert profile(best, latency=False).params == json.loads((out / "summary.json").read_text())["best"]["params"]
+    refused = run_cli("search", "--strategy", "spos", "--space-config", str(space), "--out", str(tmp_path / "s2"))
+    assert_clean_error(refused, 2, "block_kinds", "multi-trial")

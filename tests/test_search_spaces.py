@@ -13,6 +13,7 @@ from mpn_nas.errors import UserError
 from mpn_nas.layers import MultiPathConv2d
 from search_spaces import MLPSpace, ResNetSpace, arch_from_parameters, default_config, sample_to_arch
 from search_spaces.budget import Budget, check_sample, complexity_range, require_feasible
+from search_spaces.config import load_config
 from search_spaces.hpo import hpo_search_space
 
 DIGITS, CIFAR = dict(in_channels=1, input_size=8, num_classes=10), dict(in_channels=3, input_size=32, num_classes=10)
@@ -183,3 +184,29 @@ def test_export_space_cli(tmp_path):
     narrow.write_text('{"path_counts": [2,')
     assert_clean_error(run_cli("export-space", "--space-config", str(narrow), "-o", str(out)), 2, "not valid JSON")
     assert_clean_error(run_cli("export-space", "--space", "vit", "-o", str(out)), 2, "invalid choice", "vit")
+
+
+def test_block_kind_is_a_knob_of_the_space_when_it_has_several_candidates(tmp_path):
+    from mpn_nas.layers import BLOCK_KINDS
+
+    plain = load_config("resnet", None, in_channels=1, input_size=8, num_classes=10)
+    assert not any(label.endswith(".block") for label in plain.labels())  # old spaces unchanged
+    config = load_config("resnet", {"block_kinds": ["basic", "selective_kernel", "split_attention"]},
+                         in_channels=1, input_size=8, num_classes=10)
+    assert config.labels()["stage2.block"] == ["basic", "selective_kernel", "split_attention"]
+    assert config.size() == plain.size() * 3 ** config.stage_count
+    sample = {label: values[0] for label, values in config.labels().items()} | {
+        "stage1.block": "split_attention", "stage2.block": "selective_kernel"}
+    arch = sample_to_arch(config, sample)
+    assert [stage.block for stage in arch.stages] == ["split_attention", "selective_kernel"]
+    model = build_model(arch)  # the blocks really are the chosen kinds
+    assert sum(isinstance(m, BLOCK_KINDS["selective_kernel"]) for m in model.modules()) == arch.stages[1].blocks
+    space = ResNetSpace(config=config.to_dict())
+    assert "stage1.block" in space.simplify() and space.to_arch(sample) == arch
+    for bad, message in [({"block_kinds": ["bottleneck"]}, "block_kinds"),
+                         ({"block_kinds": ["split_attention"], "stem_width": 15}, "divisible by 2")]:
+        with pytest.raises(UserError, match=message):
+            load_config("resnet", bad, in_channels=1, input_size=8, num_classes=10)
+    with pytest.raises(UserError, match="block_kinds"):
+        load_config("mlp", {"block_kinds": ["basic", "selective_kernel"]}, in_channels=1, input_size=8,
+                    num_classes=10)
