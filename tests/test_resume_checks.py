@@ -1,0 +1,56 @@
+"""``check_resumable`` and ``ArchInCheckpoint``: which checkpoints a retrain agrees to resume, with the exact
+one-line refusal for each file it must not resume from (the CLI turns these into status 2)."""
+import pytest
+import torch
+
+from helpers import EXAMPLE_ARCHS
+from mpn_nas import Arch
+from mpn_nas.errors import UserError
+from mpn_nas.resume import ArchInCheckpoint, check_resumable
+
+SINGLE = Arch.from_json(EXAMPLE_ARCHS / "digits_single.json")
+ROUTED = Arch.from_json(EXAMPLE_ARCHS / "digits_routed.json")
+
+
+def _checkpoint_for(arch: Arch, path):
+    """What Lightning writes, reduced to what the check reads: the dict ArchInCheckpoint filled."""
+    checkpoint = {"state_dict": {"w": torch.zeros(2)}, "epoch": 1}
+    ArchInCheckpoint(arch).on_save_checkpoint(None, None, checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_arch_in_checkpoint_stores_the_architecture_document():
+    checkpoint = {"epoch": 0}
+    ArchInCheckpoint(ROUTED).on_save_checkpoint(None, None, checkpoint)
+    assert checkpoint == {"epoch": 0, "mpn_nas_arch": ROUTED.to_dict()}
+    assert Arch.from_dict(checkpoint["mpn_nas_arch"]) == ROUTED
+
+
+def test_a_checkpoint_written_for_the_same_architecture_is_accepted(tmp_path):
+    assert check_resumable(_checkpoint_for(SINGLE, tmp_path / "last.ckpt"), SINGLE) is None
+
+
+@pytest.mark.parametrize("write, message", [
+    (None, "no checkpoint to resume from at {path}; run retrain without --resume"),
+    (lambda path: path.write_bytes(b"not a torch file"),
+     "{path} is not an mpn-nas training checkpoint (UnpicklingError); pass --force to start again"),
+    (lambda path: torch.save({"state_dict": {}, "epoch": 1}, path),
+     "{path} is not an mpn-nas training checkpoint; pass --force to start again"),
+    (lambda path: torch.save(["mpn_nas_arch"], path),  # a list holding the key is still not a checkpoint
+     "{path} is not an mpn-nas training checkpoint; pass --force to start again"),
+    (lambda path: _checkpoint_for(ROUTED, path),
+     "{path} was trained for a different architecture; pass --force to start again"),
+], ids=["missing", "not torch", "no architecture", "not a dict", "other architecture"])
+def test_checkpoints_that_cannot_be_resumed_are_refused_in_one_line(tmp_path, write, message):
+    path = tmp_path / "last.ckpt"
+    if write:
+        write(path)
+    with pytest.raises(UserError) as refused:
+        check_resumable(path, SINGLE)
+    assert str(refused.value) == message.format(path=path)
+
+
+def test_a_directory_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(UserError, match="^no checkpoint to resume from at"):
+        check_resumable(tmp_path, SINGLE)
