@@ -120,17 +120,55 @@ def test_layer_speed_can_measure_with_glibc_malloc_defaults(tmp_path):
     assert "malloc: glibc defaults" in result.stdout
 
 
-def test_router_learning_reports_trained_and_initial_routing(tmp_path):
+def _initial_measures(router_learning, routing: str, aligned_weight: float, seed: int) -> list[dict]:
+    """router_learning's measures of the untrained network, computed here with the routers' initial aligned
+    weight set to ``aligned_weight`` (restored afterwards)."""
+    from mpn_nas import build_model
+    from mpn_nas.data import make_data
+    from mpn_nas.layers import routers
+
+    paper_table = sys.modules["paper_table"]
+    saved = routers.ALIGNED_INIT_WEIGHT
+    try:
+        routers.ALIGNED_INIT_WEIGHT = aligned_weight
+        arch = paper_table.resnet_arch(paper_table.DIGITS_BASE, paths=paper_table.DIGITS_BASE.paths, routing=routing)
+        data = make_data("digits-contexts", seed=seed, batch_size=paper_table.DIGITS_BASE.batch_size)
+        torch.manual_seed(seed)
+        return router_learning.layer_measures(build_model(arch), data.test_set)
+    finally:
+        routers.ALIGNED_INIT_WEIGHT = saved
+
+
+def test_router_learning_reports_trained_and_initial_routing(tmp_path, monkeypatch):
     out = tmp_path / "routers"
     result = _run("router_learning.py", "--routings", "feature_dependent", "--scales", "1", "10", "--aligned-weights",
-                  "0.5", "--seeds", "1",
+                  "0.9", "--seeds", "1",
                   "--epochs", "1", "--threads", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(out.with_suffix(".json").read_text())["runs"]
     assert [(r["routing"], r["router_lr_scale"]) for r in runs] == [("feature_dependent", 1.0), ("feature_dependent", 10.0)]
     for run in runs:
         assert [layer["layer"] for layer in run["layers"]] == ["blocks.0.conv1.mix", "blocks.1.conv1.mix"]
-        # A feature-dependent router's routing varies with its input, from initialisation on.
-        assert all(layer["initial_spread"] > 0 and layer["spread"] > 0 for layer in run["layers"])
     table = out.with_suffix(".md").read_text()
     assert table in result.stdout and table.count("`feature_dependent`") == 2
+
+    # The flags by their effect. --aligned-weights 0.9: the untrained networks are those built with the
+    # routers' aligned weight at 0.9 (not at the default, 0.5); the same for both scales (same seed).
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    router_learning = _load("router_learning")
+    at_09, at_default = (_initial_measures(router_learning, "feature_dependent", w, 0) for w in (0.9, 0.5))
+    keys = ("spread", "context_bits", "class_bits")
+
+    def initial(run):
+        return [layer[f"initial_{k}"] for layer in run["layers"] for k in keys]
+
+    def measured(layers):
+        return [layer[k] for layer in layers for k in keys]
+
+    assert initial(runs[0]) == initial(runs[1])
+    assert initial(runs[0]) == pytest.approx(measured(at_09), rel=1e-4)  # float sums differ with threads
+    assert initial(runs[0]) != pytest.approx(measured(at_default), rel=1e-2)
+    # --scales: the router learning rate changed what training did to the routers.
+    assert [layer["spread"] for layer in runs[0]["layers"]] != [layer["spread"] for layer in runs[1]["layers"]]
+    # A feature-dependent router's routing varies with its input, from initialisation on.
+    assert all(layer["initial_spread"] > 0 and layer["spread"] > 0 for layer in runs[0]["layers"])
