@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import REPO, figure_pixels, png_size
+from mpn_nas import build_model
 from mpn_nas.layers import ROUTING_TYPES, MultiPathConv2d, MultiPathLinear
 
 
@@ -75,23 +76,53 @@ def test_layer_speed_runs_and_reports_every_implementation(tmp_path):
 
 
 @pytest.mark.slow
-def test_paper_table_runs_and_matches_parameters(tmp_path):
+def test_paper_table_runs_and_matches_parameters(tmp_path, monkeypatch):
+    """In-process (the same main() as the script), real training; its flags checked by what they did."""
+    import mpn_nas.training as training
+
+    table = _load("paper_table")
+    trained, timed = [], []
+
+    def spied_train(arch, data, config, *args, **kwargs):
+        trained.append((arch, config))
+        return real_train(arch, data, config, *args, **kwargs)
+
+    def spied_latency(arch, repeats):
+        timed.append(arch)
+        return 1.0 + len(timed)  # a distinct, known time per round: the medians below are checkable
+
+    real_train = training.train
+    monkeypatch.setattr(training, "train", spied_train)
+    monkeypatch.setattr(table, "measure_latency_ms", spied_latency)
+    threads = torch.get_num_threads()
     out = tmp_path / "table"
-    result = _run("paper_table.py", "--datasets", "digits-contexts", "cifar10", "--variants", "multipath",
-                  "feature_dependent", "--seeds", "2", "--epochs", "1", "--jobs", "1", "--device", "cpu", "--latency-rounds", "1",
-                  "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        assert table.main(["--datasets", "digits-contexts", "cifar10", "--variants", "multipath", "feature_dependent",
+                           "--seeds", "2", "--epochs", "1", "--jobs", "1", "--device", "cpu", "--latency-rounds", "3",
+                           "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # train_one sets the worker's thread count
+    # --epochs 1, --seeds 2, --variants: four trainings of one epoch, seeds 0 and 1 of each variant.
+    assert [(config.epochs, config.seed, config.device) for _, config in trained] == \
+        [(1, 0, "cpu"), (1, 0, "cpu"), (1, 1, "cpu"), (1, 1, "cpu")]
+    routings = [{stage.routing for stage in arch.stages} for arch, _ in trained]
+    assert routings == [{"none"}, {"feature_dependent"}] * 2
     doc = json.loads(out.with_suffix(".json").read_text())
     assert sorted((r["variant"], r["seed"]) for r in doc["runs"]) == [
         ("feature_dependent", 0), ("feature_dependent", 1), ("multipath", 0), ("multipath", 1)]
-    (summary,) = doc["summaries"]
+    (summary,) = doc["summaries"]  # cifar10 skipped on a CPU
     rows = summary["variants"]
     assert summary["best_routed"] == "feature_dependent"
     reference = rows["feature_dependent"]["params"]
     assert abs(rows["multipath"]["params"] - reference) <= 0.05 * reference
+    assert rows["multipath"]["params"] == sum(p.numel() for p in build_model(trained[0][0]).parameters())
     assert rows["multipath"]["vs_best_routed"]["seeds"] == 2
+    # --latency-rounds 3: three interleaved rounds over the two variants; each reported time is the median
+    # of its variant's rounds (times 2, 4, 6 and 3, 5, 7).
+    assert len(timed) == 6 and (rows["multipath"]["latency_ms"], rows["feature_dependent"]["latency_ms"]) == (4.0, 5.0)
     markdown = out.with_suffix(".md").read_text()
     assert "multi-path, routing `none`" in markdown and "`cifar10` skipped: needs a GPU" in markdown
+    assert "1 epochs" in markdown and "median of 3 interleaved rounds" in markdown
     assert png_size(out.with_suffix(".png")) == figure_pixels(6 * 1, 4.5, 120)  # one panel: the data set run
 
 
