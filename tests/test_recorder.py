@@ -119,3 +119,17 @@ def test_the_recorder_stops_listening_to_the_engine_at_cleanup():
     event = _Event(model, metric=0.5)
     recorder._on_final_metric(event)
     assert recorder.records[id(model)].val_accuracy == 0.5
+
+
+def test_each_duplicate_is_counted_and_reported_with_its_own_sample():
+    duplicates = []
+    recorder = TrialRecorder(on_duplicate=duplicates.append, network_key=lambda sample: str(sample["width"]))
+    engine = FakeEngine()
+    recorder.set_engine(engine)
+    first = _model(width=4, routing="a")
+    recorder.submit_models(first)
+    engine.finish(first, 0.5)
+    recorder.submit_models(_model(width=4, routing="b"), _model(width=4, routing="c"))
+    assert recorder.duplicates == 2
+    assert [(d.sample, d.of_trial, d.status, d.val_accuracy) for d in duplicates] == [
+        ({"width": 4, "routing": "b"}, 1, "succeeded", 0.5), ({"width": 4, "routing": "c"}, 1, "succeeded", 0.5)]
