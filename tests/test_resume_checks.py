@@ -92,3 +92,23 @@ def test_data_loader_workers_are_seeded_too(monkeypatch):
     monkeypatch.setenv("PL_SEED_WORKERS", "0")
     EpochSeed(1).on_fit_start(None, None)
     assert os.environ["PL_SEED_WORKERS"] == "1"
+
+
+class _OpensAFile:
+    """Pickled as a call to ``open(path, "w")``: unpickling it without weights_only would create the file."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_checkpoint_is_read_without_running_what_it_holds(tmp_path):
+    marker = tmp_path / "was-executed"
+    path = tmp_path / "last.ckpt"
+    torch.save({"mpn_nas_arch": SINGLE.to_dict(), "payload": _OpensAFile(marker)}, path)
+    with pytest.raises(UserError) as refused:
+        check_resumable(path, SINGLE)
+    assert str(refused.value) == f"{path} is not an mpn-nas training checkpoint (UnpicklingError); pass --force to start again"
+    assert not marker.exists()
