@@ -94,19 +94,24 @@ def test_callbacks_registered_above_hear_the_engine_until_unregistered():
     assert heard == [0.5]
 
 
+class _FilteringEngine(FakeEngine):
+    def list_models(self, status=None):
+        return [m for m in self.submitted if status is None or m.status == status]
+
+
 def test_list_models_adds_the_replayed_ones_filtered_by_status():
     trained = _model(width=1)
     recorder = TrialRecorder(replay={'{"width": 1}': ("succeeded", 0.5)})
-    engine = FakeEngine()
+    engine = _FilteringEngine()
     recorder.set_engine(engine)
     fresh = _model(width=2)
     recorder.submit_models(trained, fresh)
     assert engine.submitted == [fresh] and recorder.replayed == [trained]
     trained.status = ModelStatus.Trained
     assert list(recorder.list_models()) == [fresh, trained]
-    # The fake engine lists all it took whatever the status; the replayed ones are filtered here.
-    assert list(recorder.list_models(ModelStatus.Trained)) == [fresh, trained]
-    assert list(recorder.list_models(ModelStatus.Failed)) == [fresh]
+    assert list(recorder.list_models(ModelStatus.Trained)) == [trained]
+    assert list(recorder.list_models(ModelStatus.Frozen)) == [fresh]  # the engine's, asked with the status
+    assert list(recorder.list_models(ModelStatus.Failed)) == []
 
 
 def test_the_recorder_stops_listening_to_the_engine_at_cleanup():
