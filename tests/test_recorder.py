@@ -35,7 +35,7 @@ def test_metrics_are_recorded_as_floats_from_numbers_and_dicts():
 def test_reconcile_completes_trials_whose_end_never_arrived_from_the_engine_database():
     recorder, engine, ended = _recorder()
     waiting, trained, failed, never_started = (_model(width=w) for w in (1, 2, 3, 4))
-    recorder.submit_models(waiting, trained, failed, never_started)
+    recorder.submit_models(waiting, never_started, trained, failed)  # the dropped one is not the last
     engine.dispatch_model_event(ModelEventType.TrainingEnd, status=ModelStatus.Trained, model=waiting)
     assert recorder.records[id(waiting)].status == AWAITING_METRIC  # its end came, its metric did not
     database = [SimpleNamespace(sample={"width": 3}, status=ModelStatus.Failed, metric=None),
@@ -138,3 +138,13 @@ def test_each_duplicate_is_counted_and_reported_with_its_own_sample():
     assert recorder.duplicates == 2
     assert [(d.sample, d.of_trial, d.status, d.val_accuracy) for d in duplicates] == [
         ({"width": 4, "routing": "b"}, 1, "succeeded", 0.5), ({"width": 4, "routing": "c"}, 1, "succeeded", 0.5)]
+
+
+def test_replayed_trials_end_with_their_recorded_status():
+    ends = []
+    recorder = TrialRecorder(replay={'{"width": 1}': ("succeeded", 0.5), '{"width": 2}': ("failed", None)})
+    recorder.set_engine(FakeEngine())
+    recorder.register_model_event_callback(ModelEventType.TrainingEnd,
+                                           lambda event: ends.append((event.model.sample, event.status)))
+    recorder.submit_models(_model(width=1), _model(width=2))
+    assert ends == [({"width": 1}, ModelStatus.Trained), ({"width": 2}, ModelStatus.Failed)]
