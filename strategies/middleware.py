@@ -217,7 +217,7 @@ class TrialRecorder(StrategyMiddleware):
         if late:
             self._finish(record)
 
-    def _on_training_end(self, event) -> None:
+    def _on_training_end(self, event, await_reason: bool = True) -> None:
         with self._lock:
             record = self.records.get(id(event.model))
             # Screened out below us, or cut short by Ctrl-C (to be run again on --resume): not a finished trial.
@@ -239,7 +239,9 @@ class TrialRecorder(StrategyMiddleware):
                 record.status = AWAITING_METRIC
                 return
             record.status = "succeeded" if event.status == ModelStatus.Trained else "failed"
-            if record.status == "failed" and not record.reason:
+            if record.status == "failed" and not record.reason and not await_reason:
+                record.reason = f"training ended with status {event.status.value}"
+            elif record.status == "failed" and not record.reason:
                 # The reason travels as a metric, which the manager can deliver after the end.
                 record.status = AWAITING_REASON
                 timer = threading.Timer(REASON_WAIT_SECONDS, self._give_up_on_reason, (record, event.status.value))
@@ -298,7 +300,9 @@ class TrialRecorder(StrategyMiddleware):
             completed.remove(match)
             if match.metric is not None:
                 self._on_final_metric(_Event(record.model, match.metric))
-            self._on_training_end(_Event(record.model, status=match.status))
+            reasons = [failure_reason(m) for m in getattr(getattr(match, "metrics", None), "intermediates", [])]
+            record.reason = record.reason or next(filter(None, reasons), "")
+            self._on_training_end(_Event(record.model, status=match.status), await_reason=False)  # the search is over
 
 
     # The upper level hears events from the engine below and the replays dispatched here.

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import REPO, figure_pixels, png_size
+from mpn_nas import build_model
 from mpn_nas.layers import ROUTING_TYPES, MultiPathConv2d, MultiPathLinear
 
 
@@ -76,23 +77,53 @@ def test_layer_speed_runs_and_reports_every_implementation(tmp_path):
 
 
 @pytest.mark.slow
-def test_paper_table_runs_and_matches_parameters(tmp_path):
+def test_paper_table_runs_and_matches_parameters(tmp_path, monkeypatch):
+    """In-process (the same main() as the script), real training; its flags checked by what they did."""
+    import mpn_nas.training as training
+
+    table = _load("paper_table")
+    trained, timed = [], []
+
+    def spied_train(arch, data, config, *args, **kwargs):
+        trained.append((arch, config))
+        return real_train(arch, data, config, *args, **kwargs)
+
+    def spied_latency(arch, repeats):
+        timed.append(arch)
+        return 1.0 + len(timed)  # a distinct, known time per round: the medians below are checkable
+
+    real_train = training.train
+    monkeypatch.setattr(training, "train", spied_train)
+    monkeypatch.setattr(table, "measure_latency_ms", spied_latency)
+    threads = torch.get_num_threads()
     out = tmp_path / "table"
-    result = _run("paper_table.py", "--datasets", "digits-contexts", "cifar10", "--variants", "multipath",
-                  "feature_dependent", "--seeds", "2", "--epochs", "1", "--jobs", "1", "--device", "cpu", "--latency-rounds", "1",
-                  "--data-dir", str(tmp_path / "no-cifar-here"), "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        assert table.main(["--datasets", "digits-contexts", "cifar10", "--variants", "multipath", "feature_dependent",
+                           "--seeds", "2", "--epochs", "1", "--jobs", "1", "--device", "cpu", "--latency-rounds", "3",
+                           "--data-dir", str(tmp_path / "no-cifar-here"), "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # train_one sets the worker's thread count
+    # --epochs 1, --seeds 2, --variants: four trainings of one epoch, seeds 0 and 1 of each variant.
+    assert [(config.epochs, config.seed, config.device) for _, config in trained] == \
+        [(1, 0, "cpu"), (1, 0, "cpu"), (1, 1, "cpu"), (1, 1, "cpu")]
+    routings = [{stage.routing for stage in arch.stages} for arch, _ in trained]
+    assert routings == [{"none"}, {"feature_dependent"}] * 2
     doc = json.loads(out.with_suffix(".json").read_text())["datasets"]
     assert sorted((r["variant"], r["seed"]) for r in doc["digits-contexts"]["runs"]) == [
         ("feature_dependent", 0), ("feature_dependent", 1), ("multipath", 0), ("multipath", 1)]
-    summary = doc["digits-contexts"]["summary"]
+    summary = doc["digits-contexts"]["summary"]  # cifar10 skipped: no files
     rows = summary["variants"]
     assert summary["best_routed"] == "feature_dependent"
     reference = rows["feature_dependent"]["params"]
     assert abs(rows["multipath"]["params"] - reference) <= 0.05 * reference
+    assert rows["multipath"]["params"] == sum(p.numel() for p in build_model(trained[0][0]).parameters())
     assert rows["multipath"]["vs_best_routed"]["seeds"] == 2
+    # --latency-rounds 3: three interleaved rounds over the two variants; each reported time is the median
+    # of its variant's rounds (times 2, 4, 6 and 3, 5, 7).
+    assert len(timed) == 6 and (rows["multipath"]["latency_ms"], rows["feature_dependent"]["latency_ms"]) == (4.0, 5.0)
     markdown = out.with_suffix(".md").read_text()
     assert "multi-path, routing `none`" in markdown and "`cifar10` skipped: cifar10 files not found" in markdown
+    assert "1 epochs" in markdown and "median of 3 interleaved rounds" in markdown
     assert png_size(out.with_suffix(".png")) == figure_pixels(6 * 1, 4.5, 120)  # one panel: the data set run
 
 
@@ -121,17 +152,54 @@ def test_layer_speed_can_measure_with_glibc_malloc_defaults(tmp_path):
     assert "malloc: glibc defaults" in result.stdout
 
 
-def test_router_learning_reports_trained_and_initial_routing(tmp_path):
+def _initial_measures(router_learning, routing: str, aligned_weight: float, seed: int) -> list[dict]:
+    """router_learning's measures of the untrained network, built here with the routers' initial aligned
+    weight at ``aligned_weight``."""
+    from mpn_nas import build_model
+    from mpn_nas.data import make_data
+    from mpn_nas.layers.routers import Router
+
+    paper_table = sys.modules["paper_table"]
+    arch = paper_table.resnet_arch(paper_table.DIGITS_BASE, paths=paper_table.DIGITS_BASE.paths, routing=routing)
+    data = make_data("digits-contexts", seed=seed, batch_size=paper_table.DIGITS_BASE.batch_size)
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    for module in model.modules():
+        if isinstance(module, Router):
+            module.reset_logits(aligned_weight)
+    return router_learning.layer_measures(model, data.test_set)
+
+
+def test_router_learning_reports_trained_and_initial_routing(tmp_path, monkeypatch):
     out = tmp_path / "routers"
     result = _run("router_learning.py", "--routings", "feature_dependent", "--scales", "1", "10", "--aligned-weights",
-                  "0.5", "--seeds", "1",
+                  "0.9", "--seeds", "1",
                   "--epochs", "1", "--threads", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(out.with_suffix(".json").read_text())["runs"]
     assert [(r["routing"], r["router_lr_scale"]) for r in runs] == [("feature_dependent", 1.0), ("feature_dependent", 10.0)]
     for run in runs:
         assert [layer["layer"] for layer in run["layers"]] == ["blocks.0.conv1.mix", "blocks.1.conv1.mix"]
-        # A feature-dependent router's routing varies with its input, from initialisation on.
-        assert all(layer["initial_spread"] > 0 and layer["spread"] > 0 for layer in run["layers"])
     table = out.with_suffix(".md").read_text()
     assert table in result.stdout and table.count("`feature_dependent`") == 2
+
+    # The flags by their effect. --aligned-weights 0.9: the untrained networks are those built with the
+    # routers' aligned weight at 0.9 (not at the default, 0.5); the same for both scales (same seed).
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    router_learning = _load("router_learning")
+    at_09, at_default = (_initial_measures(router_learning, "feature_dependent", w, 0) for w in (0.9, 0.5))
+    keys = ("spread", "context_bits", "class_bits")
+
+    def initial(run):
+        return [layer[f"initial_{k}"] for layer in run["layers"] for k in keys]
+
+    def measured(layers):
+        return [layer[k] for layer in layers for k in keys]
+
+    assert initial(runs[0]) == initial(runs[1])
+    assert initial(runs[0]) == pytest.approx(measured(at_09), rel=1e-4)  # float sums differ with threads
+    assert initial(runs[0]) != pytest.approx(measured(at_default), rel=1e-2)
+    # --scales: the router learning rate changed what training did to the routers.
+    assert [layer["spread"] for layer in runs[0]["layers"]] != [layer["spread"] for layer in runs[1]["layers"]]
+    # A feature-dependent router's routing varies with its input, from initialisation on.
+    assert all(layer["initial_spread"] > 0 and layer["spread"] > 0 for layer in runs[0]["layers"])
