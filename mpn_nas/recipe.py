@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional
 
 from .arch import Arch
 from .errors import UserError
-from .limits import LIMITS, check_value, flag_type
+from .limits import check_value, flag_type
 
 RECORD_KEY = "trained_with"
 OPTIMIZERS = ("sgd", "adamw")

@@ -177,3 +177,15 @@ def tiny_space_config(path: Path) -> Path:
 
     path.write_text(json.dumps(TINY_SPACE))
     return path
+
+
+def load_benchmark(name: str):
+    """The module of ``benchmarks/NAME.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import load_benchmark
 from mpn_nas.layers import ROUTING_TYPES, MultiPathBasicBlock, MultiPathConv2d, MultiPathLinear, mix_paths
 
 
@@ -186,3 +187,28 @@ def test_mix_backward_under_autocast_returns_full_precision_gradients():
     mixed.float().sum().backward()
     assert x.grad.dtype == torch.float32 and routing.grad.dtype == torch.float32
     torch.testing.assert_close(x.grad, routing.sum(dim=2)[..., None, None, None].expand_as(x), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+@pytest.mark.parametrize("routing", ROUTING_TYPES)
+def test_fast_layer_matches_naive_loop_in_outputs_and_gradients(kind, routing):
+    speed = load_benchmark("layer_speed")
+    if kind == "conv":
+        layer, x = MultiPathConv2d(3, 5, 4, routing, stride=2), torch.randn(6, 4, 3, 8, 8)
+        naive = speed.naive_conv_forward
+    else:
+        layer, x = MultiPathLinear(6, 5, 4, routing), torch.randn(6, 4, 6)
+        naive = speed.naive_linear_forward
+    grad_out = torch.randn_like(layer(x))
+    results = []
+    for forward in (layer, lambda t: naive(layer, t)):
+        layer.zero_grad(set_to_none=True)
+        inputs = x.clone().requires_grad_()
+        out = forward(inputs)
+        out.backward(grad_out)
+        results.append((out.detach(), inputs.grad, [p.grad.clone() for p in layer.parameters()]))
+    (fast_out, fast_dx, fast_dw), (naive_out, naive_dx, naive_dw) = results
+    torch.testing.assert_close(fast_out, naive_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast_dx, naive_dx, rtol=1e-4, atol=1e-5)
+    for fast, slow in zip(fast_dw, naive_dw):
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)

@@ -2,7 +2,6 @@
 client's environment, working directory, standard streams and exit status."""
 import os
 import subprocess
-import sys
 
 import pytest
 
