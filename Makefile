@@ -16,8 +16,9 @@ $(STAMP): setup.py
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
 
+# The unit tests (tests/unit: one module's tests, in-process); make test also runs tests/e2e.
 test-fast: $(STAMP)
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q -m "not slow" tests/unit
 
 # Mutation testing (mutmut; modules and fast tests in setup.cfg): plants one small bug at a time and runs
 # the tests that cover it. Hours on 2 cores for every module: narrow it with e.g.

@@ -1,7 +1,13 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# The shared helpers (helpers.py, strategy_helpers.py, ...) sit beside this file; the tests below it, in
+# unit/ (one module's tests in-process, fast) and e2e/ (commands, servers, training runs).
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Two CI cores: keep PyTorch from oversubscribing them when pytest and trainers share the machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -189,3 +189,11 @@ def load_benchmark(name: str):
     sys.modules[name] = module  # dataclasses look their module up while the class is created
     spec.loader.exec_module(module)
     return module
+
+
+def block_nni(tmp_path):
+    """A PYTHONPATH entry whose ``nni`` package fails to import, as if nni were not installed."""
+    fake = tmp_path / "no_nni" / "nni"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('nni is not installed here')\n")
+    return {"PYTHONPATH": str(fake.parent)}

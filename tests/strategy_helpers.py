@@ -58,3 +58,16 @@ def trained_models(strategy) -> list:
     from nni.nas.space import ModelStatus
 
     return [m for m in strategy.list_models(sort=False) if m.status == ModelStatus.Trained]
+
+
+MAX_PARAMS = 5_500  # parameter budgets of the strategy tests on the tiny space
+# About 10% fit: evolution has to retry most mutations.
+TIGHT_PARAMS = 4_000
+
+
+def measured_params(config, model) -> int:
+    """Parameters of a sampled model's network, counted on the built network."""
+    from mpn_nas import profile
+    from search_spaces.config import sample_to_arch
+
+    return profile(sample_to_arch(config, model.sample), latency=False).params

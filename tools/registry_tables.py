@@ -1,5 +1,5 @@
 """The README's tables of data sets, strategies and training settings, printed from the registries
-(``python tools/registry_tables.py``); ``tests/test_docs.py`` checks the README holds exactly these."""
+(``python tools/registry_tables.py``); ``tests/unit/test_docs.py`` checks the README holds exactly these."""
 from __future__ import annotations
 
 from dataclasses import fields

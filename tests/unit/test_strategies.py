@@ -1,21 +1,15 @@
 """Complexity budgets around NNI's multi-trial strategies (Chain + BudgetFilter), and the evolution
 that only ever proposes feasible individuals."""
 import json
-import sys
 
 import pytest
 
-from mpn_nas import profile
 from mpn_nas.errors import UserError
 from search_spaces.budget import Budget
-from search_spaces.config import sample_to_arch
-from strategy_helpers import run_experiment, tiny_space, trained_models, training_evaluator
+from strategy_helpers import MAX_PARAMS, TIGHT_PARAMS, measured_params, run_experiment, tiny_space, trained_models
 
 # About 30% of the tiny space's samples fit: every strategy meets over-budget samples within a few
 # proposals, and NNI's TPE (which sleeps one second per proposal) stays quick.
-MAX_PARAMS = 5_500
-# About 10% fit: evolution has to retry most mutations.
-TIGHT_PARAMS = 4_000
 
 
 def _nni_strategy(name: str, seed: int = 0):
@@ -28,10 +22,6 @@ def _nni_strategy(name: str, seed: int = 0):
     return make_strategy(name, trials=4, seed=seed)
 
 
-def _measured_params(config, model) -> int:
-    return profile(sample_to_arch(config, model.sample), latency=False).params
-
-
 @pytest.mark.parametrize("name", ["random", "grid", "evolution", "tpe"])
 def test_wrapped_nni_strategy_never_trains_over_budget(tmp_path, name):
     from strategies.budgeted import with_budget
@@ -40,25 +30,9 @@ def test_wrapped_nni_strategy_never_trains_over_budget(tmp_path, name):
     strategy = with_budget(_nni_strategy(name), space.config, Budget(max_params=MAX_PARAMS))
     run_experiment(space, strategy, 4, tmp_path / "nni")
     trained = trained_models(strategy)
-    assert len(trained) == 4 and all(_measured_params(space.config, m) <= MAX_PARAMS for m in trained)
+    assert len(trained) == 4 and all(measured_params(space.config, m) <= MAX_PARAMS for m in trained)
     assert strategy.screened_out > 0  # the budget really cut proposals of this strategy
     assert len(list(strategy.list_models(sort=False))) == 4 + strategy.screened_out  # rejected: listed, not trained
-
-
-@pytest.mark.slow
-def test_budgeted_evolution_trains_real_trials_within_budget(tmp_path):
-    from strategies.budgeted import with_budget
-    from strategies.registry import make_strategy
-
-    space = tiny_space()
-    budget = Budget(max_params=TIGHT_PARAMS)
-    strategy = with_budget(make_strategy("evolution", trials=4, seed=0, config=space.config, budget=budget),
-                           space.config, budget)
-    run_experiment(space, strategy, 3, tmp_path / "nni", evaluator=training_evaluator())
-    trained = trained_models(strategy)
-    assert len(trained) == 3 and all(0.0 <= m.metric <= 1.0 for m in trained)
-    assert all(_measured_params(space.config, m) <= TIGHT_PARAMS for m in trained)
-    assert strategy.screened_out > 0
 
 
 def test_feasible_evolution_mutates_toward_feasible_children(tmp_path):
@@ -73,7 +47,7 @@ def test_feasible_evolution_mutates_toward_feasible_children(tmp_path):
     strategy = with_budget(evolution, space.config, budget)
     run_experiment(space, strategy, 16, tmp_path / "nni")
     trained = trained_models(strategy)
-    assert len(trained) == 16 and all(_measured_params(space.config, m) <= TIGHT_PARAMS for m in trained)
+    assert len(trained) == 16 and all(measured_params(space.config, m) <= TIGHT_PARAMS for m in trained)
     # Over-budget candidates were drawn again inside evolution: none reached the filter, every
     # population slot holds a trained feasible individual, and mutations did happen.
     assert strategy.budget_filter.screened_out == 0
@@ -112,7 +86,7 @@ def test_feasible_evolution_resumes_from_nni_checkpoint(tmp_path):
     before = {json.dumps(m.sample, sort_keys=True) for m in trained_models(first)}
     after = {json.dumps(m.sample, sort_keys=True) for m in trained_models(second)}
     assert len(before) == 8 and len(after) == 4 and not before & after  # dedup history restored
-    assert all(_measured_params(space.config, m) <= TIGHT_PARAMS for m in trained_models(second))
+    assert all(measured_params(space.config, m) <= TIGHT_PARAMS for m in trained_models(second))
 
 
 def test_with_budget_fails_at_once_when_nothing_fits():
@@ -145,29 +119,6 @@ def test_make_strategy_names_and_budget_paths():
         make_strategy("pareto", 8, config=config, objective="latency")
     with pytest.raises(UserError, match="unknown strategy"):
         make_strategy("bayes", 8)
-
-
-@pytest.mark.slow
-def test_strategy_comparison_benchmark_runs_end_to_end(tmp_path, monkeypatch):
-    """A tiny configuration (a smoke test of the code path, not of the figures)."""
-    import importlib.util
-
-    from helpers import REPO, tiny_space_config
-
-    spec = importlib.util.spec_from_file_location("strategy_comparison", REPO / "benchmarks" / "strategy_comparison.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, benchmark)  # dataclasses look their module up there
-    spec.loader.exec_module(benchmark)
-    out = tmp_path / "comparison"
-    assert benchmark.main(["--seeds", "1", "--trials", "2", "--epochs", "1", "--max-params", str(TIGHT_PARAMS),
-                           "--space-config", str(tiny_space_config(tmp_path / "space.json")),
-                           "--strategies", "nni-random", "pareto", "--share-samples", "20", "--out", str(out)]) == 0
-    runs = {run["strategy"]: run for run in json.loads(out.with_suffix(".json").read_text())}
-    assert runs["nni-random"]["screened_out"] == 0 and runs["pareto"]["over_budget"] == 0
-    assert runs["pareto"]["trials"] == 2 and runs["pareto"]["screened_out"] > 0
-    assert runs["pareto"]["best_within_budget"] is not None
-    table = out.with_suffix(".md").read_text()
-    assert "| Pareto NSGA-II" in table and "median" in table
 
 
 class _FakeModel:

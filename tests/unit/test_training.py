@@ -1,4 +1,3 @@
-import json
 import os
 import subprocess
 import sys
@@ -8,37 +7,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from helpers import EXAMPLE_ARCHS, arch_doc, assert_clean_error, run_cli
+from helpers import EXAMPLE_ARCHS, arch_doc, assert_clean_error, block_nni, run_cli
 from mpn_nas import Arch, build_model
 from mpn_nas.checkpoint import load_model, save_model
 from mpn_nas.data import make_data
 from mpn_nas.errors import UserError
 
 
-def _block_nni(tmp_path):
-    """A PYTHONPATH entry whose ``nni`` package fails to import, as if nni were not installed."""
-    fake = tmp_path / "no_nni" / "nni"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('nni is not installed here')\n")
-    return {"PYTHONPATH": str(fake.parent)}
-
-
-@pytest.mark.slow
-def test_retrain_reaches_95_percent_on_digits_without_nni(tmp_path):
-    out = tmp_path / "run"
-    result = run_cli("retrain", str(EXAMPLE_ARCHS / "digits_routed.json"), "--dataset", "digits", "--epochs", "15",
-                     "--out", str(out), "--device", "cpu", "--quiet", env=_block_nni(tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_accuracy"] >= 0.95, metrics
-    assert {"test_accuracy", "val_accuracy", "params", "flops", "epochs"} <= set(metrics)
-    arch, model = load_model(out / "model.pt")
-    assert arch == Arch.from_json(EXAMPLE_ARCHS / "digits_routed.json")
-    assert metrics["params"] == sum(p.numel() for p in model.parameters())
-
-
 def test_nni_is_really_blocked(tmp_path):
-    env = _block_nni(tmp_path)
+    env = block_nni(tmp_path)
     result = run_cli("profile", str(EXAMPLE_ARCHS / "digits_single.json"), env=env)
     assert result.returncode == 0
     probe = subprocess.run([sys.executable, "-c", "import nni"], env={**os.environ, **env},
