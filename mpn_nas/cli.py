@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .distributed import add_distributed_options, config_fields, launch_rank
 from .errors import EXIT_BAD_INPUT, UserError
 from .limits import flag_type, max_memory_set, memory_flag
 
@@ -60,7 +61,7 @@ def train_config(args: argparse.Namespace):
 
     return TrainConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        router_lr_scale=args.router_lr_scale, batch_size=args.batch_size, seed=args.seed,
-                       device=args.device, **getattr(args, "recorded_recipe", {}))
+                       device=args.device, **getattr(args, "recorded_recipe", {}), **config_fields(args))
 
 
 # Options retrain takes from the architecture's training record (``best_arch.json`` of a search) when
@@ -123,14 +124,16 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     check_training(arch, config.batch_size)  # before data is loaded or anything written
     out = Path(args.out)
     last_checkpoint = out / "checkpoints" / "last.ckpt"
+    writer = launch_rank(config) == 0  # the other processes of a distributed run train and write nothing
     if args.resume:
         check_resumable(last_checkpoint, arch)
-    elif (last_checkpoint.exists() or (out / "model.pt").exists()) and not args.force:
+    elif writer and (last_checkpoint.exists() or (out / "model.pt").exists()) and not args.force:
         raise UserError(f"{out} already holds a retrain; pass --resume to continue it, --force to start again, "
                         "or choose another --out")
     data = make_data_for(arch, args)
-    _ensure_writable(out)
-    if args.force and not args.resume:
+    if writer:
+        _ensure_writable(out)
+    if writer and args.force and not args.resume:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     params, flops = count_params_and_flops(arch)
     print(used, flush=True)
@@ -140,6 +143,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     history = EpochHistory(out / "metrics.csv", echo=not args.quiet and not progress)
     model, metrics = train(arch, data, config, out_dir=out, progress=progress, callbacks=[history],
                            resume_from=last_checkpoint if args.resume else None)
+    if not writer:
+        return 0
     metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))
     save_model(out / "model.pt", arch, model)
     arch.to_json(out / "arch.json")
@@ -213,6 +218,7 @@ def _register_core(commands) -> None:
     retrain.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     retrain.add_argument("--force", action="store_true", help="start again, overwriting a previous retrain in OUT")
     retrain.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add_distributed_options(retrain)
     retrain.set_defaults(handler=cmd_retrain)
 
 

@@ -38,6 +38,8 @@ class EpochHistory(pl.Callback):
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the epoch's rate: the schedule steps at its end
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:  # one file per run, written by the rank that writes the others
+            return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1,
                "train_loss": _rounded(metrics.get("train_loss")), "train_accuracy": _rounded(metrics.get("train_acc")),

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from . import distributed
 from .arch import Arch
 from .cpu_allocator import keep_freed_memory
 from .data import ClassificationData, CorruptImageError
@@ -37,16 +38,22 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"
+    # Distributed retraining (mpn_nas.distributed): processes per machine, Lightning strategy, machines.
+    devices: int = 1
+    distributed: str = "auto"
+    num_nodes: int = 1
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        for name in ("epochs", "lr", "weight_decay", "router_lr_scale", "batch_size", "seed"):
+        for name in ("epochs", "lr", "weight_decay", "router_lr_scale", "batch_size", "seed", "devices", "num_nodes"):
             check_value("--" + name.replace("_", "-"), getattr(self, name))
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
+        distributed.check_config(self, resolve_device(self.device))
 
 
 def resolve_device(device: str) -> str:
@@ -157,7 +164,7 @@ def make_trainer(config: TrainConfig, out_dir: Optional[Path], callbacks: Sequen
         checkpoints.append(pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last",
                                                         save_top_k=1, every_n_epochs=1, enable_version_counter=False))
     return pl.Trainer(
-        max_epochs=config.epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+        max_epochs=config.epochs, accelerator="gpu" if device == "cuda" else "cpu", **distributed.trainer_options(config),
         precision="bf16-mixed" if device == "cuda" else "32-true",
         callbacks=[*checkpoints, *callbacks], logger=False, enable_checkpointing=bool(checkpoints),
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out_dir,
@@ -181,7 +188,9 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
     if on_gpu and arch.member.family == "resnet":
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")
-    trainer = make_trainer(config, out_dir, [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks], progress)
+    trainer = make_trainer(config, out_dir, [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks,
+                                             *distributed.callbacks(config)], progress)
+    data = distributed.data_for(data, config)
     if resume_from is not None:
         check_resumable(resume_from, arch)
     try:
@@ -197,7 +206,8 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
         raise
     if "val_acc" not in trainer.callback_metrics:  # resumed from a checkpoint of the last epoch: nothing ran
         trainer.validate(module, datamodule=data, verbose=False)
-    metrics = {"val_accuracy": _metric(trainer, "val_acc"), "epochs": config.epochs, **asdict(config)}
+    metrics = {"val_accuracy": _metric(trainer, "val_acc"), "epochs": config.epochs, **asdict(config),
+               **distributed.run_facts(trainer, config)}
     if test:
         trainer.test(module, datamodule=data, verbose=False)
         metrics["test_accuracy"] = _metric(trainer, "test_acc")
