@@ -79,3 +79,54 @@ def test_nnictl_remote_experiment_runs_trials_over_ssh(tmp_path):
         assert log.count(f"Accepted publickey for {server.user} from 127.0.0.1") >= 1, log[-3000:]
         assert "Starting session: command" in log and "subsystem request for sftp" in log, log[-3000:]
     poll_until(lambda: not processes_in(tmp_path), timeout=60, what="the trial keeper and trials stopped")
+
+
+@pytest.mark.slow
+def test_search_with_the_ts_engine_fans_trials_out_over_ssh(tmp_path):
+    from helpers import run_cli, tiny_space_config
+
+    work = tmp_path / "work"  # NNI uploads the current directory to every worker: keep it small (NNI 3.0's
+    work.mkdir()              # upload fails on an empty one: "no files or directories specified")
+    (work / "README").write_text("trial code directory of a remote search\n")
+    with loopback_sshd(tmp_path / "sshd", worker_env()) as server, reserved_port() as port:
+        hosts = tmp_path / "hosts.yml"
+        hosts.write_text(yaml.safe_dump({"nniManagerIp": "127.0.0.1", "machineList": [
+            {"host": "127.0.0.1", "port": server.port, "user": server.user, "sshKeyFile": str(server.key_file),
+             "pythonPath": str(VENV_BIN)}]}))
+        out = tmp_path / "search"
+        result = run_cli("search", "--engine", "ts", "--training-service", "remote", "--remote-hosts", str(hosts),
+                         "--space-config", str(tiny_space_config(tmp_path / "space.json")), "--trials", str(TRIALS),
+                         "--epochs", "1", "--concurrency", str(TRIALS), "--max-params", "30000", "--port", str(port),
+                         "--out", str(out), "--quiet", cwd=work, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        poll_until(lambda: not port_in_use(port), timeout=60, what="the NNI manager stopped")
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["trials_succeeded"] == TRIALS and summary["settings"]["training_service"] == "remote"
+        assert (out / "best_arch.json").is_file() and (out / "trials.csv").is_file()
+        trial_dirs = list(server.home.glob("nni-experiments/*/environments/*/trials/*"))
+        assert len(trial_dirs) == TRIALS, trial_dirs  # trained on the worker, not in a local process
+        assert "Accepted publickey for" in server.log_text()
+    poll_until(lambda: not processes_in(tmp_path), timeout=60, what="the trial keeper and trials stopped")
+
+
+def test_remote_settings_are_refused_in_one_line(tmp_path, capsys):
+    from mpn_nas.cli import main
+
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(yaml.safe_dump([{"host": "127.0.0.1", "user": "nni", "sshKeyFile": str(tmp_path / "absent"),
+                                      "pythonPath": "/opt/venv/bin"}]))
+    empty = tmp_path / "empty.yml"
+    empty.write_text("machineList: []\n")
+    cases = [
+        (("--remote-hosts", str(hosts)), "--training-service remote needs --engine ts"),
+        (("--engine", "ts"), "needs --remote-hosts HOSTS.yml"),
+        (("--engine", "ts", "--remote-hosts", str(tmp_path / "none.yml")), "No such file or directory"),
+        (("--engine", "ts", "--remote-hosts", str(hosts)), "valid SSH key file"),
+        (("--engine", "ts", "--remote-hosts", str(empty)), "non-empty machineList"),
+    ]
+    for flags, fragment in cases:
+        status = main(["search", "--out", str(tmp_path / "out"), "--trials", "1", "--training-service", "remote",
+                       *flags])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(lines) == 1 and fragment in lines[0], (flags, lines)
+        assert not (tmp_path / "out").exists()
