@@ -114,6 +114,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .data import check_dataset_name
     from .files import atomic_write_text
     from .history import EpochHistory
+    from .run_logs import EpochLogs
     from .limits import check_training
     from .training import check_resumable, train
 
@@ -141,8 +142,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     # Lightning's progress bar on a terminal; redirected, one line per epoch (the bar would flood the log).
     progress = not args.quiet and sys.stdout.isatty()
     history = EpochHistory(out / "metrics.csv", echo=not args.quiet and not progress)
-    model, metrics = train(arch, data, config, out_dir=out, progress=progress, callbacks=[history],
-                           resume_from=last_checkpoint if args.resume else None)
+    model, metrics = train(arch, data, config, out_dir=out, progress=progress,
+                           callbacks=[history, EpochLogs(out / "logs")], resume_from=last_checkpoint if args.resume else None)
     if not writer:
         return 0
     metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))

@@ -101,7 +101,8 @@ def check_master(num_nodes: int) -> None:
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK") if not os.environ.get(name)]
     if missing:
         raise UserError(f"--num-nodes {num_nodes} needs {', '.join(missing)} set on every machine (the address and "
-                        "a free port of the machine with NODE_RANK=0, and this machine's rank); or launch with torchrun")
+                        "a free port of the machine with NODE_RANK=0, and this machine's rank); or launch with "
+                        "torchrun")
     address, port_text, rank_text = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], os.environ["NODE_RANK"]
     if not (port_text.isdigit() and 0 < int(port_text) < 65536) or not rank_text.isdigit() \
             or int(rank_text) >= num_nodes:
@@ -154,7 +155,7 @@ def trainer_options(config: "TrainConfig") -> dict[str, Any]:
 
 
 def data_for(data: "ClassificationData", config: "TrainConfig") -> "pl.LightningDataModule":
-    """``data`` itself on one device; else its splits sharded for each process (:class:`~mpn_nas.sharding.ShardedData`)."""
+    """``data`` itself on one device; else its splits sharded for each process (:class:`.sharding.ShardedData`)."""
     if world_size(config) == 1:
         return data
     from .sharding import ShardedData

@@ -28,6 +28,7 @@ class ShardedData(pl.LightningDataModule):
         super().__init__()
         self.data, self.seed = data, seed
         self.name, self.shape, self.batch_size = data.name, data.shape, data.batch_size // world_size
+        self.val_set = data.val_set  # the whole split, for measures one rank computes (mpn_nas.run_logs)
 
     def _loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
         workers = self.data.num_workers

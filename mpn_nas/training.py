@@ -22,6 +22,7 @@ from .errors import UserError
 from .layers.routers import Router
 from .limits import check_training, check_value
 from .models import build_model
+from .run_logs import trial_log_callbacks
 from .resume import ArchInCheckpoint, EpochSeed, check_resumable  # noqa: F401 (check_resumable: the CLI's)
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -188,8 +189,9 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
     if on_gpu and arch.member.family == "resnet":
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")
-    trainer = make_trainer(config, out_dir, [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks,
-                                             *distributed.callbacks(config)], progress)
+    extra_callbacks = [*distributed.callbacks(config), *trial_log_callbacks()]
+    trainer = make_trainer(config, out_dir, [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks, *extra_callbacks],
+                           progress)
     data = distributed.data_for(data, config)
     if resume_from is not None:
         check_resumable(resume_from, arch)

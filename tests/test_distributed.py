@@ -75,8 +75,8 @@ def test_ddp_spawn_and_two_nodes_on_loopback_train_the_same_weights_as_ddp(ddp_r
 
     # Two "machines" of one process each, as the README launches them: one command per node.
     nodes = tmp_path / "nodes"
-    command = [sys.executable, "-m", "mpn_nas.cli", "retrain", ARCH, "--epochs", "2", "--out", str(nodes), "--seed", "3",
-               "--device", "cpu", "--num-nodes", "2"]
+    command = [sys.executable, "-m", "mpn_nas.cli", "retrain", ARCH, "--epochs", "2", "--out", str(nodes),
+               "--seed", "3", "--device", "cpu", "--num-nodes", "2"]
     with reserved_port() as port:
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
         processes = [subprocess.Popen(command, env={**env, "NODE_RANK": str(rank)}, cwd=REPO, text=True,
@@ -126,7 +126,8 @@ def test_retrain_help_states_the_batch_and_learning_rate_rule(capsys):
     with pytest.raises(SystemExit):
         main(["retrain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--batch-size is the global batch" in text and "--lr and its schedule mean what they mean on one device" in text
+    assert "--batch-size is the global batch" in text
+    assert "--lr and its schedule mean what they mean on one device" in text
 
 
 def _refused(capsys, tmp_path, *flags: str, status: int = 2) -> str:
