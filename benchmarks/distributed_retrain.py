@@ -5,7 +5,7 @@ Reports wall time (the whole command: start-up, data, training, test) and test a
 machine whose cores are shared, the times are what the machine gave in this run, not a property of DDP.
 
     python benchmarks/distributed_retrain.py                       # digits_routed, 10 epochs, 1 vs 2
-    python benchmarks/distributed_retrain.py --out benchmarks/results/distributed_retrain
+    python benchmarks/distributed_retrain.py --devices 1 2 1 2 --out benchmarks/results/distributed_retrain
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [retrain(args.arch, devices, args.epochs, args.seed, Path(tmp) / f"d{devices}")
-                for devices in args.devices]
+        rows = [retrain(args.arch, devices, args.epochs, args.seed, Path(tmp) / f"run{index}")
+                for index, devices in enumerate(args.devices)]  # e.g. 1 2 1 2: interleaved repeats
     table = ["| processes | wall s | training s | test accuracy | val accuracy |", "|---|---|---|---|---|"]
     table += [f"| {r['devices']} | {r['wall_seconds']} | {r['train_seconds']} | {r['test_accuracy']} | "
               f"{r['val_accuracy']} |" for r in rows]

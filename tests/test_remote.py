@@ -5,12 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from helpers import REPO, poll_until, port_in_use, processes_in, reserved_port
+from mpn_nas.run_logs import read_csv_logs
 from sshd import loopback_sshd
 from test_nnictl import _succeeded, _trial_jobs, activated_venv_env
 
@@ -47,6 +49,14 @@ def remote_config(tmp_path: Path, server) -> dict:
     return config
 
 
+def _assert_manager_running(port: int) -> None:
+    """Fail at once, with NNI's reason, when the experiment stopped with an error (e.g. its tuner process
+    did not connect within NNI's 10 s on an overloaded machine) instead of waiting for trials."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/check-status", timeout=10) as response:
+        status = json.load(response)
+    assert status["status"] != "ERROR", status
+
+
 @pytest.mark.slow
 def test_nnictl_remote_experiment_runs_trials_over_ssh(tmp_path):
     with loopback_sshd(tmp_path / "sshd", worker_env()) as server:
@@ -58,6 +68,7 @@ def test_nnictl_remote_experiment_runs_trials_over_ssh(tmp_path):
             assert created.returncode == 0, created.stdout + created.stderr
             try:
                 def jobs_once_all_succeeded():
+                    _assert_manager_running(port)
                     jobs = _trial_jobs(port)
                     assert not [j for j in jobs if j["status"] in ("FAILED", "SYS_CANCELED")], jobs
                     return jobs if len(_succeeded(jobs)) >= TRIALS else None
@@ -75,6 +86,8 @@ def test_nnictl_remote_experiment_runs_trials_over_ssh(tmp_path):
         # The trials ran on the worker's side of SSH: in its HOME, through sessions sshd logged.
         trial_dirs = list(server.home.glob("nni-experiments/*/environments/*/trials/*"))
         assert len(trial_dirs) >= TRIALS, trial_dirs
+        for trial_dir in trial_dirs:  # each trial's epoch logs, where NNI's TensorBoard button looks
+            assert [row["step"] for row in read_csv_logs(trial_dir / "tensorboard")] == [1]
         log = server.log_text()
         assert log.count(f"Accepted publickey for {server.user} from 127.0.0.1") >= 1, log[-3000:]
         # NNI's worker runs its commands (python, the trial keeper) as SSH exec sessions, uploads by SFTP.
