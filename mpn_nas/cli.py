@@ -135,7 +135,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     if writer:
         _ensure_writable(out)
     if writer and args.force and not args.resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for stale in ("checkpoints", "logs"):
+            shutil.rmtree(out / stale, ignore_errors=True)
     params, flops = count_params_and_flops(arch)
     print(used, flush=True)
     started = time.perf_counter()
@@ -143,7 +144,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     progress = not args.quiet and sys.stdout.isatty()
     history = EpochHistory(out / "metrics.csv", echo=not args.quiet and not progress)
     model, metrics = train(arch, data, config, out_dir=out, progress=progress,
-                           callbacks=[history, EpochLogs(out / "logs")], resume_from=last_checkpoint if args.resume else None)
+                           callbacks=[history, EpochLogs(out / "logs")],
+                           resume_from=last_checkpoint if args.resume else None)
     if not writer:
         return 0
     metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))
