@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import EXAMPLE_ARCHS, REPO, reserved_port, run_cli, stop_process
+from helpers import EXAMPLE_ARCHS, REPO, poll_until, reserved_port, run_cli, stop_process
 from mpn_nas.cli import main
 from mpn_nas.data import make_data
 
@@ -40,6 +40,10 @@ def _test_split_accuracy(model_path, seed: int) -> float:
     return (predicted == torch.stack(labels)).float().mean().item()
 
 
+def _processed_epochs(checkpoint) -> int:
+    return torch.load(checkpoint, weights_only=True)["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
@@ -56,8 +60,8 @@ def test_ddp_on_two_cpu_processes_writes_one_model_equal_on_every_rank(ddp_run):
     # Every rank saw the same weights at the end of training, and they are the ones model.pt holds.
     assert metrics["rank_weight_checksums"] == [_model_file_checksum(out / "model.pt")] * 2
     # Only rank 0 wrote: one set of files, one final report, one row per epoch.
-    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "checkpoints", "metrics.csv", "metrics.json",
-                                                     "model.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "checkpoints", "logs", "metrics.csv",
+                                                     "metrics.json", "model.pt"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
     assert result.stdout.count("wrote ") == 1
     assert [line.split(",")[0] for line in (out / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2"]
@@ -100,16 +104,24 @@ def test_an_interrupted_two_process_retrain_resumes_from_its_checkpoint(ddp_run,
     command = [sys.executable, "-m", "mpn_nas.cli", "retrain", ARCH, "--epochs", "2", "--out", str(out), "--seed", "3",
                *TWO_PROCESSES]
     process = subprocess.Popen(command, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    checkpoint = out / "checkpoints" / "last.ckpt"
+
+    def first_epoch_saved():  # the checkpoint is written after the epoch's line, maybe not yet whole
+        try:
+            return _processed_epochs(checkpoint) == 1
+        except Exception:
+            return False
+
     try:
-        for line in process.stdout:  # killed (both ranks) right after the first epoch's line and checkpoint
+        for line in process.stdout:  # killed (both ranks) right after the first epoch's checkpoint
             if line.startswith("epoch 1/2"):
+                poll_until(first_epoch_saved, timeout=60, interval=0.02, what="epoch 1's checkpoint")
                 break
     finally:
         stop_process(process)
         process.stdout.close()
     assert process.returncode != 0 and not (out / "model.pt").exists()
-    done = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert done["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 1
+    assert _processed_epochs(checkpoint) == 1
     first_rows = (out / "metrics.csv").read_text().splitlines()
 
     resumed = _retrain(out, *TWO_PROCESSES, "--resume")
