@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def retrain(arch: Path, devices: int, epochs: int, seed: int, out: Path) -> dict:
-    command = [sys.executable, "-m", "mpn_nas.cli", "retrain", str(arch), "--dataset", "digits", "--epochs", str(epochs),
-               "--seed", str(seed), "--device", "cpu", "--devices", str(devices), "--out", str(out), "--quiet"]
+    command = [sys.executable, "-m", "mpn_nas.cli", "retrain", str(arch), "--dataset", "digits",
+               "--epochs", str(epochs), "--seed", str(seed), "--device", "cpu", "--devices", str(devices), "--out", str(out), "--quiet"]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, cwd=REPO)
     wall = time.perf_counter() - started

@@ -165,7 +165,8 @@ def make_trainer(config: TrainConfig, out_dir: Optional[Path], callbacks: Sequen
         checkpoints.append(pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last",
                                                         save_top_k=1, every_n_epochs=1, enable_version_counter=False))
     return pl.Trainer(
-        max_epochs=config.epochs, accelerator="gpu" if device == "cuda" else "cpu", **distributed.trainer_options(config),
+        max_epochs=config.epochs, accelerator="gpu" if device == "cuda" else "cpu",
+        **distributed.trainer_options(config),
         precision="bf16-mixed" if device == "cuda" else "32-true",
         callbacks=[*checkpoints, *callbacks], logger=False, enable_checkpointing=bool(checkpoints),
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out_dir,
@@ -190,8 +191,8 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")
     extra_callbacks = [*distributed.callbacks(config), *trial_log_callbacks()]
-    trainer = make_trainer(config, out_dir, [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks, *extra_callbacks],
-                           progress)
+    trainer = make_trainer(config, out_dir,
+                           [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks, *extra_callbacks], progress)
     data = distributed.data_for(data, config)
     if resume_from is not None:
         check_resumable(resume_from, arch)
