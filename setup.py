@@ -20,6 +20,9 @@ setup(
     ],
     extras_require={
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # Epoch logs as TensorBoard event files (mpn_nas.run_logs); without it they are CSV. An extra: with
+        # grpcio and its data server it is about 20 MB, more than the logs need.
+        "tensorboard": ["tensorboard>=2.12"],
         "test": ["pytest>=7", "onnx>=1.14", "onnxruntime>=1.16", "mutmut>=3.8,<4"],  # mutmut: make mutants
     },
     entry_points={

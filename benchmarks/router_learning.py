@@ -29,7 +29,7 @@ from mpn_nas import build_model
 from mpn_nas.data import make_data, sample_contexts
 from mpn_nas.errors import UserError, run_script
 from mpn_nas.layers.routers import Router
-from mpn_nas.routing_analysis import collect_routing, specialisation_score
+from mpn_nas.routing_analysis import collect_routing, routing_spread, specialisation_score
 from mpn_nas.training import TrainConfig, train
 
 ROUTED = ("cross_prediction", "feature_dependent")
@@ -39,7 +39,7 @@ def layer_measures(model: torch.nn.Module, dataset) -> list[dict]:
     """Per routed layer: spread of the routing over samples and the specialisation scores."""
     matrices, labels = collect_routing(model, dataset)
     contexts, _ = sample_contexts(dataset)
-    return [{"layer": name, "spread": routing.std(dim=0).mean().item(),
+    return [{"layer": name, "spread": routing_spread(routing),
              "context_bits": specialisation_score(routing, contexts),
              "class_bits": specialisation_score(routing, labels)} for name, routing in matrices.items()]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .datasets import add_data_options, check_dataset_name
+from .distributed import launch_rank
 from .errors import EXIT_BAD_INPUT, UserError
 from .limits import max_memory_set, memory_flag
 from .recipe import RECIPE_FIELDS, add_training_options, training_config
@@ -74,6 +75,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .complexity import count_params_and_flops
     from .files import atomic_write_text
     from .history import EpochHistory
+    from .run_logs import EpochLogs
     from .limits import check_training
     from .training import check_resumable, shape_of, train, training_data
 
@@ -84,23 +86,29 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     check_training(arch, config.batch_size)  # before data is loaded or anything written
     out = Path(args.out)
     last_checkpoint = out / "checkpoints" / "last.ckpt"
+    writer = launch_rank(config) == 0  # the other processes of a distributed run train and write nothing
     if args.resume:
         check_resumable(last_checkpoint, arch)
-    elif (last_checkpoint.exists() or (out / "model.pt").exists()) and not args.force:
+    elif writer and (last_checkpoint.exists() or (out / "model.pt").exists()) and not args.force:
         raise UserError(f"{out} already holds a retrain; pass --resume to continue it, --force to start again, "
                         "or choose another --out")
     data = training_data(args.dataset, shape_of(arch), config, args.data_dir, args.download)
-    _ensure_writable(out)
-    if args.force and not args.resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    if writer:
+        _ensure_writable(out)
+    if writer and args.force and not args.resume:
+        for stale in ("checkpoints", "logs"):
+            shutil.rmtree(out / stale, ignore_errors=True)
     params, flops = count_params_and_flops(arch)
     print(used, flush=True)
     started = time.perf_counter()
     # Lightning's progress bar on a terminal; redirected, one line per epoch (the bar would flood the log).
     progress = not args.quiet and sys.stdout.isatty()
     history = EpochHistory(out / "metrics.csv", echo=not args.quiet and not progress)
-    model, metrics = train(arch, data, config, out_dir=out, progress=progress, callbacks=[history],
+    model, metrics = train(arch, data, config, out_dir=out, progress=progress,
+                           callbacks=[history, EpochLogs(out / "logs")],
                            resume_from=last_checkpoint if args.resume else None)
+    if not writer:
+        return 0
     metrics.update(params=params, flops=flops, dataset=args.dataset, seconds=round(time.perf_counter() - started, 2))
     save_model(out / "model.pt", arch, model)
     arch.to_json(out / "arch.json")
@@ -177,7 +185,7 @@ def _register_core(commands) -> None:
                                   "given here.")
     retrain.add_argument("arch", help="architecture JSON file (e.g. DIR/best_arch.json)")
     add_data_options(retrain, download=True)
-    add_training_options(retrain)
+    add_training_options(retrain, distributed=True)
     # Left out on the command line, these come from the architecture's training record, else these defaults.
     retrain.set_defaults(recorded_defaults={name: retrain.get_default(name) for name in RECORDED_OPTIONS},
                          **{name: None for name in RECORDED_OPTIONS})

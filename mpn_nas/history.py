@@ -25,19 +25,23 @@ class EpochHistory(pl.Callback):
 
     def __init__(self, path: Path, echo: bool = False) -> None:
         self.path, self.echo = Path(path), echo
-        self.rows: list[dict] = []
+        self.rows: Optional[list[dict]] = []
         self._started: Optional[float] = None
         self._lr = math.nan
 
     def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        done = trainer.current_epoch  # after a checkpoint is restored: the epochs it holds
-        self.rows = [row for row in _read(self.path) if int(row["epoch"]) <= done] if done else []
+        self.rows = None  # read at the first epoch: Lightning restores a checkpoint's progress after on_fit_start
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.rows is None:
+            done = trainer.current_epoch  # the epochs the checkpoint resumed from holds (0 when not resuming)
+            self.rows = [row for row in _read(self.path) if int(row["epoch"]) <= done] if done else []
         self._started = time.perf_counter()
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the epoch's rate: the schedule steps at its end
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:  # one file per run, written by the rank that writes the others
+            return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1,
                "train_loss": _rounded(metrics.get("train_loss")), "train_accuracy": _rounded(metrics.get("train_acc")),

@@ -88,6 +88,8 @@ _ROWS = [
     Limit("--epochs", "int", 1, 100_000, "sanity bound"),
     Limit("--trials", "int", 1, 1_000_000, "sanity bound"),
     Limit("--concurrency", "int", 1, 1024, "trials at once"),
+    Limit("--devices", "int", 1, 1024, "processes per machine; also at most its GPUs or CPU cores"),
+    Limit("--num-nodes", "int", 1, 4096, "machines of a distributed retrain"),
     Limit("--gpus", "int", 0, 1023, "each index; also below the visible GPU count when CUDA is up"),
     Limit("--seed", "int", 0, 2 ** 32 - 1, "NumPy's seed range"),
     Limit("--max-params", "int", 1, 10 ** 15, "budget; 0 or less would refuse every sample"),

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Optional
 
 from .arch import Arch
+from .distributed import BATCH_RULE, STRATEGIES
+from .distributed import check_config as check_distributed
 from .errors import UserError
 from .limits import check_value, flag_type
 
@@ -28,10 +30,13 @@ OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def setting(default: Any, help: str, *, choices: Optional[tuple] = None, recipe: bool = True) -> Any:
+def setting(default: Any, help: str, *, choices: Optional[tuple] = None, recipe: bool = True,
+            distributed: bool = False) -> Any:
     """A field of :class:`TrainConfig` and the ``--flag`` that sets it. ``recipe`` fields travel with
-    an architecture's training record; the others (epochs, device) belong to one run."""
-    return field(default=default, metadata={"help": help, "choices": choices, "recipe": recipe})
+    an architecture's training record; the others (epochs, device) belong to one run. ``distributed``
+    fields (:mod:`mpn_nas.distributed`) are options of ``retrain`` only: trials train on one device."""
+    return field(default=default, metadata={"help": help, "choices": choices, "recipe": recipe,
+                                            "distributed": distributed})
 
 
 @dataclass
@@ -49,6 +54,14 @@ class TrainConfig:
     batch_size: int = setting(64, "examples per step")
     seed: int = setting(0, "seed of the data split, the initial weights and the data order")
     device: str = setting("auto", "auto (the GPU when one is visible), cpu or cuda", choices=DEVICES, recipe=False)
+    devices: int = setting(1, "processes per machine: GPUs with --device cuda, else CPU processes (gloo)",
+                           recipe=False, distributed=True)
+    distributed: str = setting("auto", "Lightning strategy when devices x num-nodes > 1 (auto: ddp; fsdp: CUDA only)",
+                               choices=tuple(STRATEGIES), recipe=False, distributed=True)
+    num_nodes: int = setting(1, "machines; each runs the same command with MASTER_ADDR, MASTER_PORT and NODE_RANK "
+                                "set", recipe=False, distributed=True)
+    sync_batchnorm: bool = setting(False, "batch norm statistics over the global batch (CUDA only)", recipe=False,
+                                   distributed=True)
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -56,12 +69,14 @@ class TrainConfig:
             if spec.metadata["choices"]:
                 if value not in spec.metadata["choices"]:
                     raise UserError(f"unknown {spec.name} {value!r}; allowed: {', '.join(spec.metadata['choices'])}")
-            else:
+            elif spec.type != "bool" and spec.type is not bool:
                 check_value(flag_of(spec.name), value)
-        if self.device == "cuda":
-            from .devices import check_gpu_request
+        from .devices import check_gpu_request, visible_gpu_count
 
+        if self.device == "cuda":
             check_gpu_request("cuda", None)
+        resolved = self.device if self.device != "auto" else ("cuda" if visible_gpu_count() else "cpu")
+        check_distributed(self, resolved)
 
     def recipe(self) -> dict:
         """The settings that travel with an architecture's training record."""
@@ -77,18 +92,25 @@ def flag_of(name: str) -> str:
 
 
 def add_training_options(parser: argparse.ArgumentParser, defaults: Optional[Mapping[str, Any]] = None,
-                         helps: Optional[Mapping[str, str]] = None) -> None:
+                         helps: Optional[Mapping[str, str]] = None, distributed: bool = False) -> None:
     """One ``--flag`` per :class:`TrainConfig` field, range-checked from :mod:`mpn_nas.limits`;
-    ``defaults`` and ``helps`` change a command's default or help text (``search``'s ``--epochs`` is per trial)."""
+    ``defaults`` and ``helps`` change a command's default or help text (``search``'s ``--epochs`` is per
+    trial); ``distributed`` adds the distributed fields, in a group that states the batch rule."""
     defaults, helps = dict(defaults or {}), dict(helps or {})
+    group = parser.add_argument_group("distributed training", BATCH_RULE) if distributed else None
     for spec in fields(TrainConfig):
+        if spec.metadata["distributed"] and not distributed:
+            continue
+        target = group if spec.metadata["distributed"] else parser
         flag = flag_of(spec.name)
         default = defaults.get(spec.name, spec.default)
         text = f"{helps.get(spec.name, spec.metadata['help'])} (default {default})"
-        if spec.metadata["choices"]:
-            parser.add_argument(flag, default=default, choices=spec.metadata["choices"], help=text)
+        if isinstance(spec.default, bool):
+            target.add_argument(flag, action="store_true", default=default, help=text)
+        elif spec.metadata["choices"]:
+            target.add_argument(flag, default=default, choices=spec.metadata["choices"], help=text)
         else:
-            parser.add_argument(flag, type=flag_type(flag), default=default, help=text)
+            target.add_argument(flag, type=flag_type(flag), default=default, help=text)
 
 
 def training_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:

@@ -90,6 +90,12 @@ def collect_routing(model: nn.Module, dataset: Dataset, batch_size: int = 256
     return {name: torch.cat(parts) for name, parts in matrices.items()}, torch.cat(labels)
 
 
+def routing_spread(routing: torch.Tensor) -> float:
+    """How much a layer's routing depends on its input: the standard deviation over samples of each entry
+    of ``routing`` (``(N, p_in, p_out)``), averaged over the entries; 0 for a router that ignores its input."""
+    return routing.float().std(dim=0).mean().item()
+
+
 def group_means(routing: torch.Tensor, groups: torch.Tensor, group_count: int) -> torch.Tensor:
     """Mean ``(p_in, p_out)`` matrix of each group: ``(N, p_in, p_out)`` -> ``(group_count, p_in, p_out)``;
     a group without samples gets zeros."""

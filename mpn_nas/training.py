@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from . import distributed
 from .arch import Arch
 from .data import ClassificationData, CorruptImageError, DataShape, make_data
 from .errors import UserError
@@ -20,6 +21,7 @@ from .limits import check_training
 from .models import build_model
 from .recipe import TrainConfig
 from .resume import ArchInCheckpoint, EpochSeed, check_resumable  # noqa: F401 (check_resumable: the CLI's)
+from .run_logs import trial_log_callbacks
 
 
 def resolve_device(device: str) -> str:
@@ -134,7 +136,8 @@ def make_trainer(config: TrainConfig, out_dir: Optional[Path], callbacks: Sequen
         checkpoints.append(pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="last",
                                                         save_top_k=1, every_n_epochs=1, enable_version_counter=False))
     return pl.Trainer(
-        max_epochs=config.epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+        max_epochs=config.epochs, accelerator="gpu" if device == "cuda" else "cpu",
+        **distributed.trainer_options(config),
         precision="bf16-mixed" if device == "cuda" else "32-true",
         callbacks=[*checkpoints, *callbacks], logger=False, enable_checkpointing=bool(checkpoints),
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out_dir,
@@ -156,7 +159,10 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
     if on_gpu and arch.member.family == "resnet":
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")
-    trainer = make_trainer(config, out_dir, [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks], progress)
+    extra_callbacks = [*distributed.callbacks(config), *trial_log_callbacks()]
+    trainer = make_trainer(config, out_dir,
+                           [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks, *extra_callbacks], progress)
+    data = distributed.data_for(data, config)
     if resume_from is not None:
         check_resumable(resume_from, arch)
     try:
@@ -172,7 +178,8 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
         raise
     if "val_acc" not in trainer.callback_metrics:  # resumed from a checkpoint of the last epoch: nothing ran
         trainer.validate(module, datamodule=data, verbose=False)
-    metrics = {"val_accuracy": _metric(trainer, "val_acc"), "epochs": config.epochs, **asdict(config)}
+    metrics = {"val_accuracy": _metric(trainer, "val_acc"), "epochs": config.epochs, **asdict(config),
+               **distributed.run_facts(trainer, config)}
     if test:
         trainer.test(module, datamodule=data, verbose=False)
         metrics["test_accuracy"] = _metric(trainer, "test_acc")

@@ -45,8 +45,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         out=Path(args.out), space=args.space, space_config=args.space_config, dataset=args.dataset,
         data_dir=args.data_dir, strategy=args.strategy, objective=args.objective, budget=budget_from(args),
         trials=args.trials, training=training_config(args), engine=args.engine, concurrency=args.concurrency,
-        gpus=args.gpus, port=args.port, force=args.force, quiet=args.quiet, verbose=args.verbose,
-        warm_trials=args.warm_trials)
+        gpus=args.gpus, port=args.port, training_service=args.training_service, remote_hosts=args.remote_hosts,
+        force=args.force, quiet=args.quiet, verbose=args.verbose, warm_trials=args.warm_trials)
     run_search(settings)
     return 0
 
@@ -111,6 +111,11 @@ def register(commands) -> None:
     search.add_argument("--concurrency", type=flag_type("--concurrency"), default=1, help="trials at once (ts engine)")
     search.add_argument("--gpus", type=gpu_list, default=None, help="GPU indices for trials, e.g. 0,1 (ts engine)")
     search.add_argument("--port", type=flag_type("--port"), default=8080, help="NNI manager / web UI port (ts engine)")
+    search.add_argument("--training-service", default="local", choices=("local", "remote"),
+                        help="where the ts engine runs trials: this machine, or over SSH on --remote-hosts")
+    search.add_argument("--remote-hosts", metavar="HOSTS.yml", default=None,
+                        help="worker machines as NNI's machineList (host, user, sshKeyFile, pythonPath), optionally "
+                             "under machineList: with nniManagerIp")
     search.add_argument("--cold-trials", dest="warm_trials", action="store_false",
                         help="ts engine: start every trial as a fresh Python (default: fork trials from a process "
                              "that has imported torch and Lightning once)")

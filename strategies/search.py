@@ -28,6 +28,7 @@ from .console import NNI_LOG_FILE, nni_log_routing, say, verbosity_of
 from .middleware import DuplicateRecord, TrialRecord, sample_key
 from .pareto import row_sample, front_trials, write_front
 from .registry import ONE_SHOT, check_objective, check_strategy_name, strategy_kind
+from .remote import check_training_service, use_remote_training_service
 
 SUMMARY_FORMAT = "mpn-nas/search"
 SETTINGS_FILE = "search.json"  # written first: what --resume needs, even after a hard kill
@@ -50,6 +51,8 @@ class SearchSettings:
     engine: str = "sequential"
     concurrency: int = 1
     gpus: Optional[list[int]] = None
+    training_service: str = "local"  # or "remote": trials over SSH on the machines of remote_hosts (strategies.remote)
+    remote_hosts: Optional[str] = None
     port: int = 8080
     force: bool = False
     quiet: bool = False
@@ -121,6 +124,7 @@ def validate(settings: SearchSettings) -> None:
     if settings.engine == "sequential" and (settings.concurrency > 1 or settings.gpus):
         raise UserError("--concurrency and --gpus need --engine ts (the sequential engine trains one trial at a time "
                         "in this process)")
+    check_training_service(settings.training_service, settings.remote_hosts, settings.engine)
     check_gpu_request(settings.training.device, settings.gpus)  # also for resumed settings, before NNI's manager starts
     if settings.engine == "ts" and not port_is_free(settings.port):
         raise UserError(f"port {settings.port} is already in use; pass another --port for NNI's manager")
@@ -282,6 +286,8 @@ def experiment_config(settings: SearchSettings, trials: int, python: Optional[st
             config.training_service.max_trial_number_per_gpu = 1
         else:
             config.trial_gpu_number = 0
+        if settings.training_service == "remote":
+            use_remote_training_service(config, settings.remote_hosts)
     return config
 
 
@@ -294,8 +300,9 @@ def trial_training(settings: SearchSettings) -> TrainConfig:
 
 
 def warm_trials_for(settings: SearchSettings):
-    """The zygote of warm trial processes, for trials NNI starts on this machine (ts engine)."""
-    if settings.engine != "ts" or not settings.warm_trials:
+    """The zygote of warm trial processes, for trials NNI starts on this machine (ts engine, local
+    training service; a remote worker starts its trials as NNI does)."""
+    if settings.engine != "ts" or not settings.warm_trials or settings.training_service != "local":
         return None
     from .warm_trials import WarmTrials
 
@@ -304,7 +311,7 @@ def warm_trials_for(settings: SearchSettings):
 
 def trial_threads(settings: SearchSettings) -> Optional[int]:
     """CPU threads per trial process when several trials share this machine's cores."""
-    if settings.engine != "ts" or settings.gpus:
+    if settings.engine != "ts" or settings.gpus or settings.training_service != "local":
         return None
     return max(1, (os.cpu_count() or 1) // settings.concurrency)
 

@@ -29,7 +29,8 @@ def training_table() -> str:
 
     rows = ["| option | default | what | in the record |", "|---|---|---|---|"]
     for spec in fields(TrainConfig):
-        rows.append(f"| `{flag_of(spec.name)}` | {spec.default} | {spec.metadata['help']} | "
+        scope = " (`retrain` only)" if spec.metadata["distributed"] else ""
+        rows.append(f"| `{flag_of(spec.name)}` | {spec.default} | {spec.metadata['help']}{scope} | "
                     f"{'yes' if spec.metadata['recipe'] else 'no'} |")
     return "\n".join(rows)
 

@@ -1,6 +1,7 @@
 """The one training recipe: retrain, search and trial read the same options and train alike."""
-import warnings
 import logging
+import warnings
+from dataclasses import fields
 
 import pytest
 import torch
@@ -18,14 +19,17 @@ RECIPE = ["--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0.001", "--
 def test_every_training_command_takes_every_setting_of_the_recipe():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
+    distributed = {spec.name for spec in fields(TrainConfig) if spec.metadata["distributed"]}
     for name in ("retrain", "search", "trial"):
         flags = {flag for action in commands[name]._actions for flag in action.option_strings}
-        assert {flag_of(setting) for setting in SETTINGS} <= flags, name
+        takes = set(SETTINGS) if name == "retrain" else set(SETTINGS) - distributed  # trials run on one device
+        assert {flag_of(setting) for setting in takes} <= flags, name
     args = parser.parse_args(["trial", "--epochs", "1", *RECIPE])
     assert training_config(args) == TrainConfig(epochs=1, optimizer="adamw", lr=0.01, weight_decay=0.001,
                                                 router_lr_scale=3.0, label_smoothing=0.05, batch_size=96, seed=5,
                                                 device="cpu")
-    assert set(RECIPE_FIELDS) == set(SETTINGS) - {"epochs", "device"}
+    assert distributed == {"devices", "distributed", "num_nodes", "sync_batchnorm"}
+    assert set(RECIPE_FIELDS) == set(SETTINGS) - {"epochs", "device"} - distributed
 
 
 def test_a_trial_and_a_retrain_of_one_architecture_reach_the_same_weights(tmp_path):
