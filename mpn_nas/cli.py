@@ -61,8 +61,8 @@ def apply_training_record(args: argparse.Namespace, arch) -> str:
         setattr(args, name, default if value is None else value)
         if value is not None:
             taken.append(name)
-    used = f"training {args.epochs} epochs on {args.dataset} with " + ", ".join(
-        f"{name.replace('_', '-')} {getattr(args, name)}" for name in RECIPE_FIELDS)
+    used = f"training {args.epochs} epochs on {args.dataset} with {args.optimizer}, " + ", ".join(
+        f"{name.replace('_', '-')} {getattr(args, name)}" for name in RECIPE_FIELDS if name != "optimizer")
     if not record:
         return f"{used} ({Path(args.arch).name} records no training: command line and defaults)"
     origin = ", ".join(name.replace("_", "-") for name in taken) or "nothing"

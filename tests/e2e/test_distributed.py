@@ -82,7 +82,9 @@ def test_ddp_spawn_and_two_nodes_on_loopback_train_the_same_weights_as_ddp(ddp_r
     command = [sys.executable, "-m", "mpn_nas.cli", "retrain", ARCH, "--epochs", "2", "--out", str(nodes),
                "--seed", "3", "--device", "cpu", "--num-nodes", "2"]
     with reserved_port() as port:
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        # One thread each, as Lightning gives each of the 2 local processes of the ddp run on 2 cores: float
+        # sums over other thread counts round differently. (Real nodes have their own cores.)
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
         processes = [subprocess.Popen(command, env={**env, "NODE_RANK": str(rank)}, cwd=REPO, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
         try:
