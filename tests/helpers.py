@@ -197,3 +197,13 @@ def block_nni(tmp_path):
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('nni is not installed here')\n")
     return {"PYTHONPATH": str(fake.parent)}
+
+
+def recorded_arch(dataset="digits-contexts", **recipe_changes):
+    """``digits_single.json`` with a search's training record (a non-default recipe) in its document."""
+    from mpn_nas import Arch
+    from mpn_nas.recipe import TrainConfig, training_record, with_training_record
+
+    arch = Arch.from_json(EXAMPLE_ARCHS / "digits_single.json")
+    config = TrainConfig(lr=0.02, batch_size=32, seed=7, weight_decay=1e-3, **recipe_changes)
+    return with_training_record(arch, training_record(dataset, None, config, arch))

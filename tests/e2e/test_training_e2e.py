@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -19,3 +22,17 @@ def test_retrain_reaches_95_percent_on_digits_without_nni(tmp_path):
     arch, model = load_model(out / "model.pt")
     assert arch == Arch.from_json(EXAMPLE_ARCHS / "digits_routed.json")
     assert metrics["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_nni_is_really_blocked(tmp_path):
+    env = block_nni(tmp_path)
+    result = run_cli("profile", str(EXAMPLE_ARCHS / "digits_single.json"), env=env)
+    assert result.returncode == 0
+    probe = subprocess.run([sys.executable, "-c", "import nni"], env={**os.environ, **env},
+                           capture_output=True)
+    assert probe.returncode != 0
+
+
+def test_import_mpn_nas_does_not_import_nni():
+    code = "import sys, mpn_nas, mpn_nas.cli, mpn_nas.training; assert 'nni' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

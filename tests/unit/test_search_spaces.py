@@ -7,7 +7,6 @@ import torch
 from nni.common.hpo_utils.validation import validate_search_space
 from nni.nas.space import SimplifiedModelSpace
 
-from helpers import assert_clean_error, run_cli
 from mpn_nas import Arch, build_model, profile
 from mpn_nas.errors import UserError
 from mpn_nas.layers import MultiPathConv2d
@@ -167,23 +166,6 @@ def test_mutable_primitive_freezes_to_plain_layer():
     assert type(frozen.layer) is MultiPathConv2d
     assert frozen.layer(torch.randn(2, 4, 4, 6, 6)).shape == (2, 4, 16, 6, 6)
     assert frozen.layer.mix.router.routing == "feature_dependent"
-
-
-def test_export_space_cli(tmp_path):
-    out = tmp_path / "search_space.json"
-    narrow = tmp_path / "narrow.json"
-    narrow.write_text(json.dumps({"path_counts": [2, 4], "routings": ["feature_dependent"], "shared": True}))
-    result = run_cli("export-space", "--space", "resnet", "--space-config", str(narrow), "-o", str(out))
-    assert result.returncode == 0, result.stderr
-    exported = json.loads(out.read_text())
-    assert exported["paths"] == {"_type": "choice", "_value": [2, 4]}
-    assert exported["routing"]["_value"] == ["feature_dependent"]
-    assert validate_search_space(exported, raise_exception=True)
-    narrow.write_text(json.dumps({"path_counts": [0, 2]}))
-    assert_clean_error(run_cli("export-space", "--space-config", str(narrow), "-o", str(out)), 2, "path_counts")
-    narrow.write_text('{"path_counts": [2,')
-    assert_clean_error(run_cli("export-space", "--space-config", str(narrow), "-o", str(out)), 2, "not valid JSON")
-    assert_clean_error(run_cli("export-space", "--space", "vit", "-o", str(out)), 2, "invalid choice", "vit")
 
 
 def test_block_kind_is_a_knob_of_the_space_when_it_has_several_candidates(tmp_path):
