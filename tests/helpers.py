@@ -207,3 +207,20 @@ def recorded_arch(dataset="digits-contexts", **recipe_changes):
     arch = Arch.from_json(EXAMPLE_ARCHS / "digits_single.json")
     config = TrainConfig(lr=0.02, batch_size=32, seed=7, weight_decay=1e-3, **recipe_changes)
     return with_training_record(arch, training_record(dataset, None, config, arch))
+
+
+def digits_routed_as(routing: str):
+    """``digits_routed.json`` with every stage's routing set to ``routing``."""
+    from mpn_nas import Arch
+
+    doc = Arch.from_json(EXAMPLE_ARCHS / "digits_routed.json").to_dict()
+    for stage in doc["stages"]:
+        stage["routing"] = routing
+    return Arch.from_dict(doc)
+
+
+def class_scores(model, dataset) -> list:
+    """Each routed layer's class-specialisation score (bits) of ``model`` on ``dataset`` (10 classes)."""
+    from mpn_nas.routing_analysis import analyse_routing
+
+    return [layer.class_score for layer in analyse_routing(model, dataset, 10).layers]

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers import EXAMPLE_ARCHS, arch_doc, assert_clean_error, figure_pixels, png_size, run_cli
+from helpers import arch_doc, assert_clean_error, class_scores, digits_routed_as, figure_pixels, png_size, run_cli
 from mpn_nas import Arch, build_model
 from mpn_nas.checkpoint import save_model
 from mpn_nas.cli import main
@@ -13,26 +13,15 @@ from mpn_nas.routing_analysis import analyse_routing
 from mpn_nas.training import TrainConfig, train
 
 
-def _digits_arch(routing: str) -> Arch:
-    doc = Arch.from_json(EXAMPLE_ARCHS / "digits_routed.json").to_dict()
-    for stage in doc["stages"]:
-        stage["routing"] = routing
-    return Arch.from_dict(doc)
-
-
-def _scores(model, dataset):
-    return [layer.class_score for layer in analyse_routing(model, dataset, 10).layers]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("routing", ["cross_prediction", "feature_dependent"])
 def test_trained_routed_model_specialises_more_than_at_initialisation(routing):
-    arch = _digits_arch(routing)
+    arch = digits_routed_as(routing)
     data = make_data("digits", seed=0)
     torch.manual_seed(0)  # train() seeds the same way, so this is the trained model's initialisation
-    initial = sum(_scores(build_model(arch), data.test_set))
+    initial = sum(class_scores(build_model(arch), data.test_set))
     model, metrics = train(arch, data, TrainConfig(epochs=5, seed=0, device="cpu"), progress=False)
-    trained = sum(_scores(model, data.test_set))
+    trained = sum(class_scores(model, data.test_set))
     assert metrics["test_accuracy"] > 0.9
     assert trained > 2 * initial > 0, (initial, trained)
 
