@@ -1,36 +1,11 @@
 import json
-import os
 import shutil
-import subprocess
-import sys
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import REPO, poll_until, port_in_use, processes_in, reserved_port
-
-VENV_BIN = Path(sys.executable).parent
-
-
-def activated_venv_env() -> dict:
-    """A fresh shell after ``. .venv/bin/activate``: the venv's scripts first on PATH, then the system's.
-    (PYTHONPATH is passed through so that a checkout other than the installed one tests itself.)"""
-    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"),
-           "VIRTUAL_ENV": str(VENV_BIN.parent), "LANG": "C.UTF-8"}
-    if os.environ.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return env
-
-
-def _trial_jobs(port: int) -> list:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/trial-jobs", timeout=10) as response:
-        return json.load(response)
-
-
-def _succeeded(jobs: list) -> list:
-    return [j for j in jobs if j["status"] == "SUCCEEDED" and j.get("finalMetricData")]
+from helpers import REPO, poll_until, processes_in
+from nnictl_helpers import activated_venv_env, final_metric, run_experiment, succeeded
 
 
 @pytest.mark.slow
@@ -46,27 +21,11 @@ def test_nnictl_experiment_from_the_shipped_digits_config(tmp_path):
     # The shell the README asks for (the environment activated) and nothing else: NNI's local training
     # service runs the trial command with the manager's environment, so this is all a trial can rely on.
     env = {**activated_venv_env(), "NNI_EXP_DIR": str(tmp_path / "nni")}
-    with reserved_port() as port:
-        created = subprocess.run(["nnictl", "create", "--config", "config.yml", "--port", str(port)], cwd=tmp_path,
-                                 capture_output=True, text=True, timeout=120, env=env)
-        assert created.returncode == 0, created.stdout + created.stderr
-        try:
-            def jobs_once_three_succeeded():
-                jobs = _trial_jobs(port)
-                assert not [j for j in jobs if j["status"] == "FAILED"], jobs
-                return jobs if len(_succeeded(jobs)) >= 3 else None
-
-            succeeded = _succeeded(poll_until(jobs_once_three_succeeded, timeout=420, interval=2,
-                                              what="three succeeded trials"))
-            for job in succeeded:
-                final = json.loads(json.loads(job["finalMetricData"][0]["data"]))
-                assert 0 <= final["default"] <= 1 and final["params"] <= 30_000  # the tuner's budget held
-        finally:
-            stopped = subprocess.run(["nnictl", "stop", "--port", str(port)], capture_output=True, text=True,
-                                     timeout=120, env=env)
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        poll_until(lambda: not port_in_use(port) and not processes_in(tmp_path), timeout=60,
-                   what="the NNI manager and its trials stopped")
+    jobs = run_experiment(tmp_path, env, trials=3)
+    for job in succeeded(jobs):
+        final = final_metric(job)
+        assert 0 <= final["default"] <= 1 and final["params"] <= 30_000  # the tuner's budget held
+    poll_until(lambda: not processes_in(tmp_path), timeout=60, what="the NNI manager's trials stopped")
 
 
 def test_example_configs_are_valid_nni_configs(tmp_path):

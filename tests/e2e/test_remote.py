@@ -3,9 +3,6 @@ on loopback (a worker machine that happens to be this one), from the shipped ``e
 import json
 import os
 import shutil
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,10 +10,9 @@ import yaml
 
 from helpers import REPO, poll_until, port_in_use, processes_in, reserved_port
 from mpn_nas.run_logs import read_csv_logs
+from nnictl_helpers import VENV_BIN, activated_venv_env, final_metric, run_experiment, succeeded
 from sshd import loopback_sshd
-from test_nnictl import _succeeded, _trial_jobs, activated_venv_env
 
-VENV_BIN = Path(sys.executable).parent
 TRIALS = 2
 
 
@@ -49,59 +45,14 @@ def remote_config(tmp_path: Path, server) -> dict:
     return config
 
 
-class TunerDidNotStart(AssertionError):
-    """NNI's manager gives the tuner process 10 s (hard-coded) to connect; on an overloaded machine its
-    imports take longer. Not the remote service's fault: the experiment is started again."""
-
-
-TUNER_START_ATTEMPTS = 3
-
-
-def _assert_manager_running(port: int) -> None:
-    """Fail at once, with NNI's reason, when the experiment stopped with an error, instead of waiting for trials."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/check-status", timeout=10) as response:
-        status = json.load(response)
-    if status["status"] == "ERROR" and any("Tuner did not connect" in error for error in status.get("errors", [])):
-        raise TunerDidNotStart(status)
-    assert status["status"] != "ERROR", status
-
-
-def _run_experiment(tmp_path: Path, env: dict) -> list:
-    """``nnictl create`` the experiment in ``tmp_path``, wait for its trials to succeed, stop it: the jobs."""
-    with reserved_port() as port:
-        created = subprocess.run(["nnictl", "create", "--config", "config.yml", "--port", str(port)], cwd=tmp_path,
-                                 capture_output=True, text=True, timeout=120, env=env)
-        assert created.returncode == 0, created.stdout + created.stderr
-        try:
-            def jobs_once_all_succeeded():
-                _assert_manager_running(port)
-                jobs = _trial_jobs(port)
-                assert not [j for j in jobs if j["status"] in ("FAILED", "SYS_CANCELED")], jobs
-                return jobs if len(_succeeded(jobs)) >= TRIALS else None
-
-            return poll_until(jobs_once_all_succeeded, timeout=420, interval=2,
-                              what=f"{TRIALS} trials succeeded over SSH")
-        finally:
-            stopped = subprocess.run(["nnictl", "stop", "--port", str(port)], capture_output=True, text=True,
-                                     timeout=120, env=env)
-            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-            poll_until(lambda: not port_in_use(port), timeout=60, what="the NNI manager stopped")
-
-
 @pytest.mark.slow
 def test_nnictl_remote_experiment_runs_trials_over_ssh(tmp_path):
     with loopback_sshd(tmp_path / "sshd", worker_env()) as server:
         (tmp_path / "config.yml").write_text(yaml.safe_dump(remote_config(tmp_path, server)))
         env = {**activated_venv_env(), "NNI_EXP_DIR": str(tmp_path / "nni")}
-        for attempt in range(1, TUNER_START_ATTEMPTS + 1):
-            try:
-                jobs = _run_experiment(tmp_path, env)
-                break
-            except TunerDidNotStart:
-                if attempt == TUNER_START_ATTEMPTS:
-                    raise
-        for job in _succeeded(jobs):
-            final = json.loads(json.loads(job["finalMetricData"][0]["data"]))
+        jobs = run_experiment(tmp_path, env, TRIALS)
+        for job in succeeded(jobs):
+            final = final_metric(job)
             assert 0 <= final["default"] <= 1 and final["params"] <= 30_000  # the tuner's budget held
         # The trials ran on the worker's side of SSH: in its HOME, through sessions sshd logged.
         trial_dirs = list(server.home.glob("nni-experiments/*/environments/*/trials/*"))
