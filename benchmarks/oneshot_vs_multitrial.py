@@ -57,16 +57,13 @@ def search(strategy: str, args: argparse.Namespace, out: Path) -> dict:
 def retrain(arch_doc: dict, args: argparse.Namespace) -> list[float]:
     """Test accuracy of ``arch_doc`` retrained with the shared recipe, one value per seed."""
     from mpn_nas import Arch
-    from mpn_nas.data import DataShape, make_data
-    from mpn_nas.training import TrainConfig, train
+    from mpn_nas.training import TrainConfig, shape_of, train, training_data
 
     arch = Arch.from_json(arch_doc)
     results = []
     for seed in range(args.seeds):
-        data = make_data(args.dataset, seed=seed, batch_size=args.batch_size,
-                         shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes))
-        _, metrics = train(arch, data, TrainConfig(epochs=args.retrain_epochs, seed=seed, device="cpu",
-                                                   batch_size=args.batch_size), progress=False)
+        config = TrainConfig(epochs=args.retrain_epochs, seed=seed, device="cpu", batch_size=args.batch_size)
+        _, metrics = train(arch, training_data(args.dataset, shape_of(arch), config), config, progress=False)
         results.append(round(metrics["test_accuracy"], 4))
     return results
 

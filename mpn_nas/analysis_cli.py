@@ -26,10 +26,10 @@ def _seed_of(model_path: Path, seed: Optional[int]) -> int:
 
 def cmd_show_routing(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data import DataShape, check_dataset_name, make_data, sample_contexts
+    from .data import check_dataset_name, make_data, sample_contexts
     from .files import atomic_write_text
     from .routing_analysis import analyse_routing, plot_routing, routing_points
-    from .training import check_data_matches
+    from .training import check_data_matches, shape_of
 
     image_path = Path(args.output)
     if image_path.suffix.lower() != ".png":
@@ -42,7 +42,7 @@ def cmd_show_routing(args: argparse.Namespace) -> int:
         raise UserError(f"{model_path} has no multi-path layers to analyse")
     seed = _seed_of(model_path, args.seed)
     data = make_data(args.dataset, data_dir=args.data_dir, seed=seed, batch_size=args.batch_size,
-                     shape=DataShape(arch.in_channels, arch.input_size, arch.num_classes))
+                     shape=shape_of(arch))
     check_data_matches(arch, data)
     dataset = {"test": data.test_set, "val": data.val_set, "train": data.train_set}[args.split]
     report = analyse_routing(model, dataset, arch.num_classes, contexts=sample_contexts(dataset),

@@ -69,7 +69,7 @@ class TrainConfig:
             if spec.metadata["choices"]:
                 if value not in spec.metadata["choices"]:
                     raise UserError(f"unknown {spec.name} {value!r}; allowed: {', '.join(spec.metadata['choices'])}")
-            elif spec.type != "bool" and spec.type is not bool:
+            elif not isinstance(spec.default, bool):
                 check_value(flag_of(spec.name), value)
         from .devices import check_gpu_request, visible_gpu_count
 
@@ -121,9 +121,12 @@ def training_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
 
 def training_record(dataset: str, data_dir: Optional[str], config: TrainConfig, arch: Arch) -> dict:
     """The record of training ``arch`` on ``dataset`` with ``config``."""
-    return {"dataset": dataset, "data_dir": data_dir,
-            "shape": {"in_channels": arch.in_channels, "input_size": arch.input_size, "num_classes": arch.num_classes},
-            "recipe": config.recipe(), "epochs": config.epochs}
+    return {"dataset": dataset, "data_dir": data_dir, "shape": _shape_record(arch), "recipe": config.recipe(),
+            "epochs": config.epochs}
+
+
+def _shape_record(arch: Arch) -> dict:
+    return {"in_channels": arch.in_channels, "input_size": arch.input_size, "num_classes": arch.num_classes}
 
 
 def with_training_record(arch: Arch, record: dict) -> Arch:
@@ -139,7 +142,7 @@ def recorded_training(arch: Arch, source: str) -> Optional[dict]:
     if not isinstance(record, Mapping) or not isinstance(record.get("recipe", {}), Mapping):
         raise UserError(f"{source}: extra.{RECORD_KEY} must be an object with dataset, shape and recipe")
     shape = record.get("shape") or {}
-    expected = {"in_channels": arch.in_channels, "input_size": arch.input_size, "num_classes": arch.num_classes}
+    expected = _shape_record(arch)
     if shape and dict(shape) != expected:
         raise UserError(f"{source}: extra.{RECORD_KEY}.shape {dict(shape)} does not match the architecture "
                         f"{expected}; fix or remove the record")
