@@ -77,7 +77,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from .history import EpochHistory
     from .run_logs import EpochLogs
     from .limits import check_training
-    from .training import check_resumable, shape_of, train, training_data
+    from .training import check_data_matches, check_resumable, shape_of, train, training_data
 
     arch = Arch.from_json(args.arch)
     used = apply_training_record(args, arch)
@@ -93,6 +93,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise UserError(f"{out} already holds a retrain; pass --resume to continue it, --force to start again, "
                         "or choose another --out")
     data = training_data(args.dataset, shape_of(arch), config, args.data_dir, args.download)
+    check_data_matches(arch, data)  # before --out is created
     if writer:
         _ensure_writable(out)
     if writer and args.force and not args.resume:

@@ -143,12 +143,13 @@ def data_for(data: "ClassificationData", config: "TrainConfig") -> "pl.Lightning
 
 
 def callbacks(config: "TrainConfig") -> list:
-    """Callbacks a distributed run adds: the per-rank weight checksums that metrics.json records."""
+    """Callbacks a distributed run adds: the per-rank weight checksums that metrics.json records, and for
+    ``ddp_spawn`` the orderly end of each worker's process group."""
     if world_size(config) == 1:
         return []
-    from .sharding import RankChecksums
+    from .sharding import EndProcessGroup, RankChecksums
 
-    return [RankChecksums()]
+    return [RankChecksums(), *([EndProcessGroup()] if config.distributed == "ddp_spawn" else [])]
 
 
 def run_facts(trainer: "pl.Trainer", config: "TrainConfig") -> dict:

@@ -62,3 +62,17 @@ class RankChecksums(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         mine = torch.tensor([weights_checksum(module.model.state_dict())], dtype=torch.int64, device=module.device)
         trainer.callback_metrics["weight_checksums"] = trainer.strategy.all_gather(mine).reshape(-1).cpu()
+
+
+class EndProcessGroup(pl.Callback):
+    """Destroys the process group when a ``ddp_spawn`` worker's fit or test ends, while every rank is
+    still there. Left to Lightning's ``atexit`` hook, gloo's teardown in an exiting worker races with the
+    other rank's and now and then aborts it (``terminate called without an active exception``, SIGABRT),
+    failing a run that trained correctly. Nothing after ``teardown`` in a spawned worker communicates."""
+
+    def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()

@@ -11,8 +11,15 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ARCHS = REPO / "examples" / "archs"
+
+# `make test` runs two pytest-xdist workers (--dist loadgroup). Tests that start NNI's manager (the ts engine,
+# nnictl, the remote training service) run one after another on one worker: NNI gives a tuner 10 s to connect,
+# and two managers starting on two busy cores miss it; nnictl's experiment registry is shared, too.
+NNI_MANAGER = pytest.mark.xdist_group("nni_manager")
 
 
 def arch_doc(**changes) -> dict:

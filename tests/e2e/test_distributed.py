@@ -14,6 +14,7 @@ from mpn_nas.data import make_data
 
 ARCH = str(EXAMPLE_ARCHS / "digits_single.json")
 TWO_PROCESSES = ("--devices", "2", "--device", "cpu")
+pytestmark = pytest.mark.xdist_group("distributed")  # under pytest-xdist, one worker trains ddp_run once
 
 
 def _retrain(out, *extra: str, env=None):

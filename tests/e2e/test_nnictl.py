@@ -4,11 +4,12 @@ import shutil
 import pytest
 import yaml
 
-from helpers import REPO, poll_until, processes_in
+from helpers import NNI_MANAGER, REPO, poll_until, processes_in
 from nnictl_helpers import activated_venv_env, final_metric, run_experiment, succeeded
 
 
 @pytest.mark.slow
+@NNI_MANAGER
 def test_nnictl_experiment_from_the_shipped_digits_config(tmp_path):
     example = REPO / "examples" / "digits"
     shutil.copy(example / "search_space.json", tmp_path / "search_space.json")

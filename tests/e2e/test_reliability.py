@@ -12,8 +12,8 @@ import psutil
 import pytest
 import torch
 
-from helpers import (EXAMPLE_ARCHS, REPO, alive, arch_doc, assert_clean_error, descendants, poll_until, port_in_use,
-                     processes_in, reserved_port, run_cli, stop_process, tiny_space_config)
+from helpers import (EXAMPLE_ARCHS, NNI_MANAGER, REPO, alive, arch_doc, assert_clean_error, descendants, poll_until,
+                     port_in_use, processes_in, reserved_port, run_cli, stop_process, tiny_space_config)
 
 ROUTED = str(EXAMPLE_ARCHS / "digits_routed.json")
 
@@ -256,6 +256,7 @@ def test_search_where_every_trial_fails_ends_with_an_error(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+@NNI_MANAGER
 def test_sigint_stops_everything_and_resume_keeps_finished_trials(tmp_path):
     out = tmp_path / "search"
     with reserved_port() as port:

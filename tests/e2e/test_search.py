@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from helpers import (assert_clean_error, figure_pixels, png_size, port_in_use, processes_in, reserved_port, run_cli,
-                     tiny_space_config)
+from helpers import (NNI_MANAGER, assert_clean_error, figure_pixels, png_size, port_in_use, processes_in,
+                     reserved_port, run_cli, tiny_space_config)
 from mpn_nas import Arch, profile
 from search_spaces.config import load_config, sample_to_arch
 
@@ -45,6 +45,7 @@ def test_sequential_search_writes_artifacts_within_budget(tmp_path):
 
 
 @pytest.mark.slow
+@NNI_MANAGER
 def test_ts_engine_search_runs_trials_in_processes_and_stops_the_manager(tmp_path):
     out = tmp_path / "search"
     with reserved_port() as port:
@@ -84,6 +85,7 @@ def _image_folder_that_fails_to_decode(root):
 
 
 @pytest.mark.slow
+@NNI_MANAGER
 def test_ts_engine_trials_report_why_they_failed(tmp_path):
     out = tmp_path / "search"
     folder = _image_folder_that_fails_to_decode(tmp_path / "images")

@@ -4,15 +4,31 @@ import argparse
 
 import pytest
 
-from helpers import EXAMPLE_ARCHS, assert_clean_error, recorded_arch, run_cli
+from helpers import EXAMPLE_ARCHS, recorded_arch
 from mpn_nas import Arch
-from mpn_nas.cli import build_parser
+from mpn_nas.cli import build_parser, main
 from mpn_nas.errors import UserError
 from mpn_nas.recipe import RECIPE_FIELDS, recorded_training, with_training_record
 from mpn_nas.training import TrainConfig
 
 SINGLE = str(EXAMPLE_ARCHS / "digits_single.json")
-NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}  # no GPU visible to torch, on any machine
+
+
+@pytest.fixture
+def cli(capsys, tmp_path):
+    """``mpn-nas ARGV`` in this process: (exit status, stderr lines); ``{tmp}`` in ARGV is ``tmp_path``.
+    A real process's output (no traceback, one line) is checked in tests/e2e/test_reliability.py."""
+    def run(*argv: str) -> tuple[int, list[str]]:
+        status = main([a.format(tmp=tmp_path) for a in argv])
+        return status, capsys.readouterr().err.strip().splitlines()
+
+    return run
+
+
+def assert_refused(outcome: tuple[int, list[str]], *fragments: str) -> None:
+    status, lines = outcome
+    assert status == 2 and len(lines) == 1, (status, lines)
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -22,10 +38,46 @@ NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}  # no GPU visible to torch, on any machine
     (["search", "--engine", "ts", "--gpus", "0", "--out", "{tmp}/s"], "--gpus 0"),
     (["trial", "--device", "cuda"], "--device cuda"),
 ])
-def test_unmet_gpu_requests_are_one_line_before_any_work(tmp_path, argv, fragment):
-    result = run_cli(*[a.format(tmp=tmp_path) for a in argv], env=NO_GPU, timeout=120)
-    assert_clean_error(result, 2, fragment, "no CUDA GPU is visible")
+def test_unmet_gpu_requests_are_one_line_before_any_work(cli, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.setattr("mpn_nas.devices.visible_gpu_count", lambda: 0)  # no GPU visible, on any machine
+    assert_refused(cli(*argv), fragment, "no CUDA GPU is visible")
     assert not list(tmp_path.iterdir())  # nothing written, no NNI manager started
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["search", "--strategy", "bayes"], "unknown strategy"),
+    (["search", "--dataset", "mnist"], "unknown dataset"),
+    (["search", "--max-params", "100"], "smallest"),
+    (["search", "--engine", "cluster"], "unknown engine"),
+])
+def test_search_rejects_bad_input_before_work(cli, tmp_path, argv, fragment):
+    assert_refused(cli(*argv, "--out", "{tmp}/s"), fragment)
+    assert not (tmp_path / "s").exists()
+
+
+def test_debug_is_accepted_after_the_subcommand(cli, capsys, tmp_path):
+    assert main(["profile", SINGLE, "--debug"]) == 0 and "params" in capsys.readouterr().out
+    # With --debug a bad input raises (its traceback is shown), after the subcommand as before it, and is no
+    # parse error (argparse would exit with status 2).
+    missing = str(tmp_path / "none.json")
+    for argv in (["retrain", missing, "--out", "{tmp}/o", "--debug"], ["--debug", "retrain", missing, "--out", "{tmp}/o"]):
+        with pytest.raises(UserError, match="not found"):
+            cli(*argv)
+    assert_refused(cli("retrain", missing, "--out", "{tmp}/o"), "not found")
+
+
+def test_retrain_refuses_a_dataset_of_another_shape_than_the_recorded_one(cli, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "best_arch.json"
+    recorded_arch().to_json(path)  # 1x8x8 inputs, 10 classes
+    for label in ("a", "b"):  # a folder of 2 classes
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for index in range(3):
+            Image.new("L", (8, 8), index * 60).save(tmp_path / "images" / label / f"{index}.png")
+    assert_refused(cli("retrain", str(path), "--dataset", "imagefolder:{tmp}/images", "--out", "{tmp}/o"),
+                   "architecture expects 1x8x8 inputs and 10 classes", "has 1x8x8 and 2")
+    assert not (tmp_path / "o").exists()
 
 
 def _retrain_args(*argv: str) -> argparse.Namespace:
