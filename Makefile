@@ -13,11 +13,11 @@ $(STAMP): setup.py
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Two pytest-xdist workers, one thread of PyTorch each (for the tests' own subprocesses too): the CI machine's
-# 2 cores. Tests that start NNI's manager run one after another (tests/helpers.py: NNI_MANAGER).
+# Two pytest-xdist workers, one PyTorch thread each (in the tests' subprocesses too): the CI machine's 2 cores.
+# Tests that start NNI's manager run one after another on one worker (tests/conftest.py: SERIAL_FILES).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n $(TEST_WORKERS)
 
 # The unit tests (tests/unit: one module's tests, in-process); make test also runs tests/e2e.
 test-fast: $(STAMP)

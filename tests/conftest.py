@@ -15,6 +15,32 @@ if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+# `make test` runs two pytest-xdist workers, each taking the next test when it is free, except for the tests of
+# these files, which one worker runs one after another. NNI's manager gives its tuner 10 s to connect, and two
+# managers starting at once on two busy cores can miss that (nnictl's experiment registry is shared, too);
+# test_distributed trains its module's fixture once.
+SERIAL_FILES = {"test_ts_engine.py": "nni manager", "test_nnictl.py": "nni manager", "test_remote.py": "nni manager",
+                "test_distributed.py": "distributed"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SerialFilesScheduling(LoadScopeScheduling):
+        """Every test its own unit of work, the files above one unit each (the largest units start first)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return SERIAL_FILES.get(Path(nodeid.split("::")[0]).name, nodeid)
+
+    return SerialFilesScheduling(config, log)
+
+
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_threads():
+    threads = torch.get_num_threads()
     torch.manual_seed(0)
+    yield
+    # A trial evaluator or benchmark run in-process sets its own thread count; the next test must not inherit
+    # it: two PyTorch threads on a core the other pytest worker is using make training 10-40x slower.
+    torch.set_num_threads(threads)

@@ -11,15 +11,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ARCHS = REPO / "examples" / "archs"
-
-# `make test` runs two pytest-xdist workers (--dist loadgroup). Tests that start NNI's manager (the ts engine,
-# nnictl, the remote training service) run one after another on one worker: NNI gives a tuner 10 s to connect,
-# and two managers starting on two busy cores miss it; nnictl's experiment registry is shared, too.
-NNI_MANAGER = pytest.mark.xdist_group("nni_manager")
 
 
 def arch_doc(**changes) -> dict:
@@ -64,6 +57,15 @@ def poll_until(condition: Callable[[], object], timeout: float, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
+
+
+def ctrl_c_answered() -> None:
+    """``preexec_fn`` of a process a test will interrupt: SIGINT at its default, as in a terminal. A test run
+    started in the background of a non-interactive shell inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -231,3 +233,31 @@ def class_scores(model, dataset) -> list:
     from mpn_nas.routing_analysis import analyse_routing
 
     return [layer.class_score for layer in analyse_routing(model, dataset, 10).layers]
+
+
+def check_search_artifacts(out: Path, trials: int, max_params: int) -> dict:
+    """A finished search's artifacts agree with each other and with a re-measure of every trial's network:
+    pareto.png's size, summary.json's best, trials.csv's rows (within ``max_params``), best_arch.json."""
+    import csv
+    import json
+
+    from mpn_nas import profile
+    from search_spaces.config import load_config, sample_to_arch
+
+    assert png_size(out / "pareto.png") == figure_pixels(6, 4, 120)
+    summary = json.loads((out / "summary.json").read_text())
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == trials and summary["trials_succeeded"] == trials
+    config = load_config("resnet", summary["settings"]["space_config"], in_channels=1, input_size=8, num_classes=10)
+    for row in rows:
+        assert row["status"] == "succeeded" and 0 <= float(row["val_accuracy"]) <= 1
+        sample = {label: json.loads(row[label]) if row[label][0] in "0123456789" else row[label]
+                  for label in config.labels()}
+        measured = profile(sample_to_arch(config, sample), latency=False)
+        assert measured.params <= max_params and measured.params == int(row["params"])
+        assert measured.flops == int(row["flops"])
+    best = max(rows, key=lambda r: float(r["val_accuracy"]))
+    assert abs(summary["best"]["val_accuracy"] - float(best["val_accuracy"])) < 1e-9
+    printed = run_cli("profile", str(out / "best_arch.json"), "--json")
+    assert json.loads(printed.stdout)["params"] == summary["best"]["params"] <= max_params
+    return summary

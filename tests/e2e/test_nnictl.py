@@ -4,25 +4,24 @@ import shutil
 import pytest
 import yaml
 
-from helpers import NNI_MANAGER, REPO, poll_until, processes_in
+from helpers import REPO, poll_until, processes_in
 from nnictl_helpers import activated_venv_env, final_metric, run_experiment, succeeded
 
 
 @pytest.mark.slow
-@NNI_MANAGER
 def test_nnictl_experiment_from_the_shipped_digits_config(tmp_path):
     example = REPO / "examples" / "digits"
     shutil.copy(example / "search_space.json", tmp_path / "search_space.json")
     config = yaml.safe_load((example / "config.yml").read_text())
     assert config["trialCommand"].startswith("mpn-nas trial ")  # as the README shows it, no path
     config["trialCommand"] = config["trialCommand"].replace("--epochs 3", "--epochs 1")
-    config["maxTrialNumber"] = 3
+    config["maxTrialNumber"] = config["trialConcurrency"] = 2  # both at once: one round of trial start-ups
     config["experimentWorkingDirectory"] = str(tmp_path / "nni")
     (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
     # The shell the README asks for (the environment activated) and nothing else: NNI's local training
     # service runs the trial command with the manager's environment, so this is all a trial can rely on.
     env = {**activated_venv_env(), "NNI_EXP_DIR": str(tmp_path / "nni")}
-    jobs = run_experiment(tmp_path, env, trials=3)
+    jobs = run_experiment(tmp_path, env, trials=2)
     for job in succeeded(jobs):
         final = final_metric(job)
         assert 0 <= final["default"] <= 1 and final["params"] <= 30_000  # the tuner's budget held

@@ -1,5 +1,4 @@
 """Bad input gets a clear answer; failing trials do not stop a search; interruptions lose nothing."""
-import contextlib
 import csv
 import json
 import signal
@@ -8,20 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
-from helpers import (EXAMPLE_ARCHS, NNI_MANAGER, REPO, alive, arch_doc, assert_clean_error, descendants, poll_until,
-                     port_in_use, processes_in, reserved_port, run_cli, stop_process, tiny_space_config)
+from helpers import (EXAMPLE_ARCHS, REPO, arch_doc, assert_clean_error, ctrl_c_answered, poll_until, run_cli,
+                     stop_process, tiny_space_config)
 
 ROUTED = str(EXAMPLE_ARCHS / "digits_routed.json")
-
-
-def _ctrl_c_answered() -> None:
-    """In the child: SIGINT at its default, as in a terminal. A test run started in the background
-    of a non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _doc_file(tmp_path, name, doc_or_text):
@@ -256,43 +248,6 @@ def test_search_where_every_trial_fails_ends_with_an_error(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-@NNI_MANAGER
-def test_sigint_stops_everything_and_resume_keeps_finished_trials(tmp_path):
-    out = tmp_path / "search"
-    with reserved_port() as port:
-        command = [sys.executable, "-m", "mpn_nas.cli", "search", "--engine", "ts", "--port", str(port),
-                   "--space-config", str(tiny_space_config(tmp_path / "space.json")), "--trials", "4", "--epochs", "1",
-                   "--max-params", "12000", "--out", str(out), "--seed", "4"]
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=_ctrl_c_answered)
-        started = []
-        try:
-            poll_until(lambda: (out / "trials.csv").exists() or process.poll() is not None, timeout=300,
-                       what="a first finished trial")
-            assert (out / "trials.csv").exists(), process.communicate(timeout=60)
-            started = descendants(process.pid)  # NNI's manager and the trial processes running now
-            assert started
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=300)
-            assert process.returncode == 130, stderr[-2000:]
-            poll_until(lambda: not port_in_use(port) and not [p for p in started if alive(p)]
-                       and not processes_in(tmp_path), timeout=60, what="NNI's manager and trials stopped")
-        finally:
-            stop_process(process)
-            for leftover in [*started, *processes_in(tmp_path)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    leftover.kill()
-        kept = list(csv.DictReader(open(out / "trials.csv")))
-        assert 1 <= len(kept) < 4
-        resumed = run_cli("search", "--resume", str(out))
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        rows = list(csv.DictReader(open(out / "trials.csv")))
-        assert len(rows) == 4 and rows[:len(kept)] == kept  # finished trials kept, not re-run
-        assert f"{4 - len(kept)} of 4 trials" in resumed.stdout
-        assert not port_in_use(port) and not processes_in(tmp_path)
-
-
-@pytest.mark.slow
 def test_ctrl_c_during_retrain_leaves_a_checkpoint_that_resumes_bit_identically(tmp_path):
     """The real signal path; which epochs a resume runs is checked in-process in test_retrain.py."""
     from mpn_nas.checkpoint import load_model
@@ -303,7 +258,7 @@ def test_ctrl_c_during_retrain_leaves_a_checkpoint_that_resumes_bit_identically(
     assert straight.returncode == 0, straight.stderr[-2000:]
     out = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-m", "mpn_nas.cli", *base, "--out", str(out)], cwd=REPO,
-                               preexec_fn=_ctrl_c_answered,
+                               preexec_fn=ctrl_c_answered,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = out / "checkpoints" / "last.ckpt"
     try:

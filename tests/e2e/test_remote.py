@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import NNI_MANAGER, REPO, poll_until, port_in_use, processes_in, reserved_port
+from helpers import REPO, poll_until, port_in_use, processes_in, reserved_port
 from mpn_nas.run_logs import read_csv_logs
 from nnictl_helpers import VENV_BIN, activated_venv_env, final_metric, run_experiment, succeeded
 from sshd import loopback_sshd
@@ -46,7 +46,6 @@ def remote_config(tmp_path: Path, server) -> dict:
 
 
 @pytest.mark.slow
-@NNI_MANAGER
 def test_nnictl_remote_experiment_runs_trials_over_ssh(tmp_path):
     with loopback_sshd(tmp_path / "sshd", worker_env()) as server:
         (tmp_path / "config.yml").write_text(yaml.safe_dump(remote_config(tmp_path, server)))
@@ -68,7 +67,6 @@ def test_nnictl_remote_experiment_runs_trials_over_ssh(tmp_path):
 
 
 @pytest.mark.slow
-@NNI_MANAGER
 def test_search_with_the_ts_engine_fans_trials_out_over_ssh(tmp_path):
     from helpers import run_cli, tiny_space_config
 
