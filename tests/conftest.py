@@ -16,10 +16,10 @@ if "OMP_NUM_THREADS" not in os.environ:
 
 
 # `make test` runs two pytest-xdist workers, each taking the next test when it is free, except for the tests of
-# these files, which one worker runs one after another. NNI's manager gives its tuner 10 s to connect, and two
+# each group of these files, which one worker runs one after another. NNI's manager gives its tuner 10 s to connect, and two
 # managers starting at once on two busy cores can miss that (nnictl's experiment registry is shared, too);
 # test_distributed trains its module's fixture once.
-SERIAL_FILES = {"test_ts_engine.py": "nni manager", "test_nnictl.py": "nni manager", "test_remote.py": "nni manager",
+SERIAL_FILES = {"test_ts_engine.py": "nni manager", "test_nnictl.py": "nni manager", "test_remote.py": "nni over ssh",
                 "test_distributed.py": "distributed"}
 
 
@@ -44,3 +44,17 @@ def _seed_and_threads():
     # A trial evaluator or benchmark run in-process sets its own thread count; the next test must not inherit
     # it: two PyTorch threads on a core the other pytest worker is using make training 10-40x slower.
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli(capsys, tmp_path):
+    """``mpn-nas ARGV`` in this process: (exit status, stderr lines); ``{tmp}`` in ARGV is ``tmp_path``. What a
+    real process prints on bad input (one line, no traceback) is checked in tests/e2e/test_reliability.py."""
+    from mpn_nas.cli import main
+
+    def run(*argv: str) -> tuple[int, list[str]]:
+        capsys.readouterr()
+        status = main([str(a).format(tmp=tmp_path) for a in argv])
+        return status, capsys.readouterr().err.strip().splitlines()
+
+    return run

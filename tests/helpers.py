@@ -46,6 +46,13 @@ def assert_clean_error(result, status: int = 2, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+def assert_refused(outcome: tuple[int, list[str]], *fragments: str) -> None:
+    """The in-process ``cli`` fixture's outcome (conftest.py) is a refusal: status 2, one line naming the problem."""
+    status, lines = outcome
+    assert status == 2 and len(lines) == 1, (status, lines)
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+
+
 def poll_until(condition: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
     """Call ``condition`` until it returns something truthy (returned) or ``timeout`` seconds pass
     (AssertionError): a deadline instead of a fixed sleep."""
@@ -241,7 +248,7 @@ def check_search_artifacts(out: Path, trials: int, max_params: int) -> dict:
     import csv
     import json
 
-    from mpn_nas import profile
+    from mpn_nas import Arch, profile
     from search_spaces.config import load_config, sample_to_arch
 
     assert png_size(out / "pareto.png") == figure_pixels(6, 4, 120)
@@ -258,6 +265,5 @@ def check_search_artifacts(out: Path, trials: int, max_params: int) -> dict:
         assert measured.flops == int(row["flops"])
     best = max(rows, key=lambda r: float(r["val_accuracy"]))
     assert abs(summary["best"]["val_accuracy"] - float(best["val_accuracy"])) < 1e-9
-    printed = run_cli("profile", str(out / "best_arch.json"), "--json")
-    assert json.loads(printed.stdout)["params"] == summary["best"]["params"] <= max_params
+    assert profile(Arch.from_json(out / "best_arch.json"), latency=False).params == summary["best"]["params"]
     return summary

@@ -1,5 +1,6 @@
 """NNI's remote training service for real: trials of ``mpn-nas trial`` started over SSH on an OpenSSH server
 on loopback (a worker machine that happens to be this one), from the shipped ``examples/remote/config.yml``."""
+import csv
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from helpers import REPO, poll_until, port_in_use, processes_in, reserved_port
+from mpn_nas import Arch, profile
 from mpn_nas.run_logs import read_csv_logs
 from nnictl_helpers import VENV_BIN, activated_venv_env, final_metric, run_experiment, succeeded
 from sshd import loopback_sshd
@@ -87,7 +89,11 @@ def test_search_with_the_ts_engine_fans_trials_out_over_ssh(tmp_path):
         poll_until(lambda: not port_in_use(port), timeout=60, what="the NNI manager stopped")
         summary = json.loads((out / "summary.json").read_text())
         assert summary["trials_succeeded"] == TRIALS and summary["settings"]["training_service"] == "remote"
-        assert (out / "best_arch.json").is_file() and (out / "trials.csv").is_file()
+        rows = list(csv.DictReader(open(out / "trials.csv")))
+        assert [row["status"] for row in rows] == ["succeeded"] * TRIALS and all(int(r["params"]) <= 30_000 for r in rows)
+        top = max(float(row["val_accuracy"]) for row in rows)
+        best_params = {int(row["params"]) for row in rows if float(row["val_accuracy"]) == top}
+        assert profile(Arch.from_json(out / "best_arch.json"), latency=False).params in best_params
         trial_dirs = list(server.home.glob("nni-experiments/*/environments/*/trials/*"))
         assert len(trial_dirs) == TRIALS, trial_dirs  # trained on the worker, not in a local process
         for trial_dir in trial_dirs:  # each trial's epoch logs, where NNI's TensorBoard button looks

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from helpers import EXAMPLE_ARCHS, run_cli
+from helpers import EXAMPLE_ARCHS
 from mpn_nas import Arch, build_model
 from mpn_nas.routing_analysis import routing_points
 from mpn_nas.run_logs import read_csv_logs, tensorboard_available
@@ -21,11 +21,10 @@ def _epoch_rows(directory):
 
 
 @pytest.mark.slow
-def test_a_retrain_logs_one_value_of_each_measure_per_epoch_and_keeps_them_on_resume(tmp_path):
+def test_a_retrain_logs_one_value_of_each_measure_per_epoch_and_keeps_them_on_resume(tmp_path, cli):
     out = tmp_path / "run"
     common = ("retrain", str(EXAMPLE_ARCHS / "digits_routed.json"), "--out", str(out), "--device", "cpu", "--quiet")
-    first = run_cli(*common, "--epochs", "3")
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert cli(*common, "--epochs", "3") == (0, [])
     rows = _epoch_rows(out / "logs")
     assert [row["step"] for row in rows] == [1, 2, 3]
     routed = sorted(key for key in rows[0] if key.startswith("routing_spread/"))
@@ -41,7 +40,6 @@ def test_a_retrain_logs_one_value_of_each_measure_per_epoch_and_keeps_them_on_re
 
     # Extending the run from its last checkpoint logs epoch 4 and keeps the three epochs logged before
     # (Lightning's CSV logger empties its file when it starts).
-    resumed = run_cli(*common, "--epochs", "4", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert cli(*common, "--epochs", "4", "--resume") == (0, [])
     extended = _epoch_rows(out / "logs")
     assert [row["step"] for row in extended] == [1, 2, 3, 4] and extended[:3] == rows

@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-from helpers import assert_clean_error, check_search_artifacts, run_cli, tiny_space_config
+from helpers import assert_refused, check_search_artifacts, run_cli, tiny_space_config
 from mpn_nas import Arch, profile
 
 MAX_PARAMS = 12_000
 
 
 @pytest.mark.slow
-def test_sequential_search_writes_artifacts_within_budget(tmp_path):
+def test_sequential_search_writes_artifacts_within_budget(tmp_path, cli):
     out = tmp_path / "search"
     result = run_cli("search", "--space-config", str(tiny_space_config(tmp_path / "space.json")), "--trials", "3",
                      "--epochs", "1", "--max-params", str(MAX_PARAMS), "--out", str(out), "--seed", "1")
@@ -18,12 +18,11 @@ def test_sequential_search_writes_artifacts_within_budget(tmp_path):
     assert "[trial 3/3]" in result.stdout and "best" in result.stdout
     summary = check_search_artifacts(out, 3, MAX_PARAMS)
     assert summary["screened_out"] > 0  # the budget really cut samples
-    again = run_cli("search", "--trials", "3", "--max-params", str(MAX_PARAMS), "--out", str(out))
-    assert_clean_error(again, 2, "already holds", "--force")
+    assert_refused(cli("search", "--trials", "3", "--max-params", MAX_PARAMS, "--out", out), "already holds", "--force")
 
 
 @pytest.mark.slow
-def test_search_over_block_kinds_trains_the_adaptive_baselines(tmp_path):
+def test_search_over_block_kinds_trains_the_adaptive_baselines(tmp_path, cli):
     out = tmp_path / "search"
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"widths": [[4, 8], [8]], "blocks": [1], "path_counts": [1, 2],
@@ -36,5 +35,5 @@ def test_search_over_block_kinds_trains_the_adaptive_baselines(tmp_path):
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert all(row["stage1.block"] in ("selective_kernel", "split_attention") for row in rows)
     assert profile(best, latency=False).params == json.loads((out / "summary.json").read_text())["best"]["params"]
-    refused = run_cli("search", "--strategy", "spos", "--space-config", str(space), "--out", str(tmp_path / "s2"))
-    assert_clean_error(refused, 2, "block_kinds", "multi-trial")
+    assert_refused(cli("search", "--strategy", "spos", "--space-config", space, "--out", "{tmp}/s2"), "block_kinds",
+                   "multi-trial")

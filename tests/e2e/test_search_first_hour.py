@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import assert_clean_error, run_cli, tiny_space_config
+from helpers import assert_refused, run_cli, tiny_space_config
 
 OUR_LINES = ("searching ", "resuming ", "[trial ", "best: ", "wrote ", "stopped after ")
 
@@ -21,7 +21,7 @@ def _rows(out):
 
 
 @pytest.mark.slow
-def test_quiet_search_of_one_network_trains_it_once_and_retrain_follows_its_data_and_recipe(tmp_path):
+def test_quiet_search_of_one_network_trains_it_once_and_retrain_follows_its_data_and_recipe(tmp_path, cli):
     out = tmp_path / "search"
     result = run_cli("search", "--space-config", _one_network_space(tmp_path / "one.json"), "--dataset",
                      "digits-contexts", "--trials", "3", "--epochs", "1", "--lr", "0.03", "--batch-size", "32",
@@ -41,8 +41,8 @@ def test_quiet_search_of_one_network_trains_it_once_and_retrain_follows_its_data
     assert summary["duplicates"] == 63 and summary["trials_succeeded"] == 1
     assert "`training_service` will be ignored" in (out / "nni.log").read_text()  # NNI's full log is kept
 
-    refused = run_cli("search", "--resume", str(out), "--epochs", "3", "--seed", "0")
-    assert_clean_error(refused, 2, "--resume keeps", "epochs 1", "dataset digits-contexts", "drop --epochs, --seed")
+    assert_refused(cli("search", "--resume", out, "--epochs", "3", "--seed", "0"), "--resume keeps", "epochs 1",
+                   "dataset digits-contexts", "drop --epochs, --seed")
 
     record = json.loads((out / "best_arch.json").read_text())["extra"]["trained_with"]
     assert record["dataset"] == "digits-contexts" and record["recipe"]["lr"] == 0.03

@@ -1,10 +1,9 @@
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from helpers import arch_doc, assert_clean_error, class_scores, digits_routed_as, figure_pixels, png_size, run_cli
+from helpers import arch_doc, assert_refused, class_scores, digits_routed_as, figure_pixels, png_size
 from mpn_nas import Arch, build_model
 from mpn_nas.checkpoint import save_model
 from mpn_nas.cli import main
@@ -27,13 +26,13 @@ def test_trained_routed_model_specialises_more_than_at_initialisation(routing):
 
 
 @pytest.mark.parametrize("dataset", ["digits", "digits-contexts"])
-def test_show_routing_writes_png_and_json(tmp_path, dataset):
+def test_show_routing_writes_png_and_json(tmp_path, capsys, dataset):
     arch = Arch.from_dict(arch_doc())
     save_model(tmp_path / "model.pt", arch, build_model(arch))
     (tmp_path / "metrics.json").write_text(json.dumps({"seed": 2}))
     out = tmp_path / "figs" / "routing.png"
-    result = run_cli("show-routing", str(tmp_path / "model.pt"), "--dataset", dataset, "-o", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(["show-routing", str(tmp_path / "model.pt"), "--dataset", dataset, "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
     rows = 2 if dataset == "digits" else 4  # one row of panels per layer, per class and (contexts) per context
     assert abs(png_size(out)[0] - figure_pixels(1.25 * 10 + 1.2, 1, 110)[0]) <= 1  # ten class panels a row
     assert abs(png_size(out)[1] - figure_pixels(1, 1.5 * rows + 0.4, 110)[1]) <= 1
@@ -54,23 +53,16 @@ def test_show_routing_writes_png_and_json(tmp_path, dataset):
         assert torch.tensor(layer["mean_routing_by_class"]).shape == (10, layer["in_paths"], layer["out_paths"])
         assert ("context_specialisation_bits" in layer) == (dataset == "digits-contexts")
     for layer in doc["layers"]:
-        assert f"{layer['class_specialisation_bits']:.3g}" in result.stdout
+        assert f"{layer['class_specialisation_bits']:.3g}" in printed
 
 
-def _main(capsys, *args: str) -> SimpleNamespace:
-    """``mpn-nas ARGS`` in this process (a process start costs seconds), as ``run_cli`` reports it."""
-    status = main(list(args))
-    return SimpleNamespace(returncode=status, stderr=capsys.readouterr().err)
-
-
-def test_show_routing_bad_input(tmp_path, capsys):
-    assert_clean_error(run_cli("show-routing", str(tmp_path / "missing.pt")), 2, "not found")
+def test_show_routing_bad_input(tmp_path, cli):
+    assert_refused(cli("show-routing", "{tmp}/missing.pt"), "not found")
     arch = Arch.from_dict(arch_doc(in_channels=3))
     save_model(tmp_path / "model.pt", arch, build_model(arch))
     model = str(tmp_path / "model.pt")
-    assert_clean_error(_main(capsys, "show-routing", model, "--dataset", "digits", "-o", str(tmp_path / "r.png")), 2,
-                       "expects 3x8x8")
-    assert_clean_error(_main(capsys, "show-routing", model, "--dataset", "nope"), 2, "unknown dataset")
-    assert_clean_error(_main(capsys, "show-routing", model, "-o", str(tmp_path / "r.jpg")), 2, ".png")
-    assert_clean_error(_main(capsys, "show-routing", model, "--split", "all"), 2, "invalid choice")
+    assert_refused(cli("show-routing", model, "--dataset", "digits", "-o", "{tmp}/r.png"), "expects 3x8x8")
+    assert_refused(cli("show-routing", model, "--dataset", "nope"), "unknown dataset")
+    assert_refused(cli("show-routing", model, "-o", "{tmp}/r.jpg"), ".png")
+    assert_refused(cli("show-routing", model, "--split", "all"), "invalid choice")
     assert not (tmp_path / "r.png").exists()

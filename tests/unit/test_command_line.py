@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from helpers import EXAMPLE_ARCHS, recorded_arch
+from helpers import EXAMPLE_ARCHS, assert_refused, recorded_arch
 from mpn_nas import Arch
 from mpn_nas.cli import build_parser, main
 from mpn_nas.errors import UserError
@@ -12,23 +12,6 @@ from mpn_nas.recipe import RECIPE_FIELDS, recorded_training, with_training_recor
 from mpn_nas.training import TrainConfig
 
 SINGLE = str(EXAMPLE_ARCHS / "digits_single.json")
-
-
-@pytest.fixture
-def cli(capsys, tmp_path):
-    """``mpn-nas ARGV`` in this process: (exit status, stderr lines); ``{tmp}`` in ARGV is ``tmp_path``.
-    A real process's output (no traceback, one line) is checked in tests/e2e/test_reliability.py."""
-    def run(*argv: str) -> tuple[int, list[str]]:
-        status = main([a.format(tmp=tmp_path) for a in argv])
-        return status, capsys.readouterr().err.strip().splitlines()
-
-    return run
-
-
-def assert_refused(outcome: tuple[int, list[str]], *fragments: str) -> None:
-    status, lines = outcome
-    assert status == 2 and len(lines) == 1, (status, lines)
-    assert all(fragment in lines[0] for fragment in fragments), lines[0]
 
 
 @pytest.mark.parametrize("argv, fragment", [

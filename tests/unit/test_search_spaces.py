@@ -7,6 +7,7 @@ import torch
 from nni.common.hpo_utils.validation import validate_search_space
 from nni.nas.space import SimplifiedModelSpace
 
+from helpers import assert_refused
 from mpn_nas import Arch, build_model, profile
 from mpn_nas.errors import UserError
 from mpn_nas.layers import MultiPathConv2d
@@ -192,3 +193,19 @@ def test_block_kind_is_a_knob_of_the_space_when_it_has_several_candidates(tmp_pa
     with pytest.raises(UserError, match="block_kinds"):
         load_config("mlp", {"block_kinds": ["basic", "selective_kernel"]}, in_channels=1, input_size=8,
                     num_classes=10)
+
+
+def test_export_space_command(tmp_path, cli):
+    out = tmp_path / "search_space.json"
+    narrow = tmp_path / "narrow.json"
+    narrow.write_text(json.dumps({"path_counts": [2, 4], "routings": ["feature_dependent"], "shared": True}))
+    assert cli("export-space", "--space", "resnet", "--space-config", narrow, "-o", out) == (0, [])
+    exported = json.loads(out.read_text())
+    assert exported["paths"] == {"_type": "choice", "_value": [2, 4]}
+    assert exported["routing"]["_value"] == ["feature_dependent"]
+    assert validate_search_space(exported, raise_exception=True)
+    narrow.write_text(json.dumps({"path_counts": [0, 2]}))
+    assert_refused(cli("export-space", "--space-config", narrow, "-o", out), "path_counts")
+    narrow.write_text('{"path_counts": [2,')
+    assert_refused(cli("export-space", "--space-config", narrow, "-o", out), "not valid JSON")
+    assert_refused(cli("export-space", "--space", "vit", "-o", out), "invalid choice", "vit")
