@@ -13,15 +13,17 @@ $(STAMP): setup.py
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Two pytest-xdist workers, one PyTorch thread each (in the tests' subprocesses too): the CI machine's 2 cores.
-# Tests that start NNI's manager run one after another on one worker (tests/conftest.py: SERIAL_FILES).
-TEST_WORKERS ?= 2
+# pytest-xdist workers, one PyTorch thread each (in the tests' subprocesses too). Three on the CI machine's 2 cores:
+# the end-to-end tests spend much of their time waiting for NNI's manager and for processes to start, and a third
+# worker fills it (a quiet 2-core run: 5:48 with two, 4:51 with three). Tests that start NNI's manager run one
+# after another on one worker (tests/conftest.py: SERIAL_FILES).
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n $(TEST_WORKERS)
 
 # The unit tests (tests/unit: one module's tests, in-process); make test also runs tests/e2e.
 test-fast: $(STAMP)
-	$(PYTHON) -m pytest -q -m "not slow" tests/unit
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests/unit
 
 # Mutation testing (mutmut; modules and fast tests in setup.cfg): plants one small bug at a time and runs
 # the tests that cover it. Hours on 2 cores for every module: narrow it with e.g.
