@@ -10,15 +10,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 # Two CI cores: keep PyTorch from oversubscribing them when pytest and trainers share the machine. `make test`
-# runs two pytest workers and sets OMP_NUM_THREADS=1, which PyTorch (here and in every subprocess) follows.
+# runs several pytest workers and sets OMP_NUM_THREADS=1, which PyTorch (here and in every subprocess) follows.
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-# `make test` runs two pytest-xdist workers, each taking the next test when it is free, except for the tests of
-# each group of these files, which one worker runs one after another. NNI's manager gives its tuner 10 s to connect, and two
-# managers starting at once on two busy cores can miss that (nnictl's experiment registry is shared, too);
-# test_distributed trains its module's fixture once.
+# `make test` runs pytest-xdist workers, each taking the next test when it is free, except that the tests of each
+# group of files below run one after another on one worker. NNI's manager gives a starting tuner 10 s to connect,
+# which several managers starting at once on two busy cores can miss: the local ones form one group and the SSH
+# ones another, so at most two start at once (and tests/nnictl_helpers.py restarts an experiment whose tuner
+# missed it). test_distributed's module fixture trains once.
 SERIAL_FILES = {"test_ts_engine.py": "nni manager", "test_nnictl.py": "nni manager", "test_remote.py": "nni over ssh",
                 "test_distributed.py": "distributed"}
 

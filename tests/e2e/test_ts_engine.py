@@ -1,7 +1,5 @@
 """Searches with the ts engine: NNI's manager, its trial processes (forked from the warm process), Ctrl-C and
-resume. Under pytest-xdist, conftest.py runs this file's tests one after another on one worker, with nnictl's and
-the remote training service's: NNI's manager gives a tuner 10 s to connect, which two managers starting on two
-busy cores can miss."""
+resume. Under pytest-xdist these tests and nnictl's run one after another on one worker (conftest.py)."""
 import contextlib
 import csv
 import signal
