@@ -192,3 +192,17 @@ def test_readme_holds_the_block_kinds_table():
     table = block_kinds_markdown()
     assert all(f"| `{name}` | `{block.__name__}` |" in table for name, block in BLOCK_KINDS.items())
     assert table in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ADAPTIVE)
+def test_convolutions_default_to_stride_one_and_pass_the_density_to_their_router(kind):
+    conv = CONVS[kind](4, 3, 3, "static", density=0.5)
+    assert conv(torch.randn(2, 3, 4, 5, 5)).shape == (2, 3, 3, 5, 5)
+    # Density 0.5 of 3 sources keeps 2 per destination: its aligned source and the next one.
+    assert conv.mix.router.mask.tolist() == [[True, False, True], [True, True, False], [False, True, True]]
+
+
+def test_split_attention_refuses_channels_its_radix_does_not_divide():
+    with pytest.raises(ValueError) as refused:
+        SplitAttentionConv2d(3, 4, 2)
+    assert str(refused.value) == "split attention (radix 2) needs in_channels divisible by 2, got 3"

@@ -100,3 +100,39 @@ def test_bad_router_arguments(bad):
     args = dict(routing="static", in_paths=2, out_paths=2, channels=4, density=1.0) | bad
     with pytest.raises(ValueError):
         build_router(**args)
+
+
+def test_routers_built_directly_default_to_full_density():
+    from mpn_nas.layers import CrossPredictionRouter, FeatureDependentRouter, IdentityRouter, StaticRouter
+
+    for router in (IdentityRouter(3, 3), StaticRouter(3, 2), CrossPredictionRouter(3, 2, 4),
+                   FeatureDependentRouter(3, 2, 4)):
+        assert router.density == 1.0 and not router.masked, router
+
+
+def test_feature_dependent_gate_width_by_hand():
+    from mpn_nas.layers import FeatureDependentRouter
+    from mpn_nas.layers.routers import gate_width
+
+    assert gate_width(3, 2, 16) == 6  # max(2, 3 * 16 // 8)
+    assert gate_width(2, 5, 8) == 5  # max(5, 2 * 8 // 8): at least one hidden unit per destination
+    assert gate_width(3, 2, 16, reduction=4) == 12
+    first, _, second = FeatureDependentRouter(3, 2, 16).gate
+    assert (first.in_features, first.out_features, second.out_features) == (48, 6, 6)
+
+
+def test_cross_prediction_weights_start_uniform_in_nn_linears_range():
+    from mpn_nas.layers import CrossPredictionRouter
+
+    torch.manual_seed(0)
+    weight = CrossPredictionRouter(4, 4, 64).weight  # 1024 draws: both ends of the range are reached
+    bound = 1 / 64 ** 0.5
+    assert -bound <= weight.min() < -0.9 * bound and 0.9 * bound < weight.max() <= bound
+
+
+@pytest.mark.parametrize("routing", ["none", "static"])
+def test_input_independent_routing_matrix_in_the_inputs_dtype(routing):
+    """Routers without weights on the input cast their matrix to its dtype (the others' weights set theirs)."""
+    a = build_router(routing, 3, 3, 4)(torch.randn(2, 3, 4, dtype=torch.double))
+    assert a.dtype == torch.double
+    torch.testing.assert_close(a.sum(dim=1), torch.ones(2, 3, dtype=torch.double))
