@@ -294,12 +294,16 @@ def test_mix_backward_for_either_input_alone(needs_grad):
     x = torch.randn(3, 4, 2, 3, dtype=torch.double, requires_grad=needs_grad == "x")
     allocation = torch.softmax(torch.randn(3, 4, 2, dtype=torch.double), dim=1).requires_grad_(needs_grad != "x")
     grad = torch.randn(3, 2, 2, 3, dtype=torch.double)
+    captured = {}
+    if needs_grad == "x":
+        x.register_hook(lambda g: captured.setdefault("grad", g))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. torch resizing an `out=` buffer of the wrong shape
         mix_paths(x, allocation).backward(grad)
     if needs_grad == "x":  # dZ/dX_i = sum_j A[:, i, j] dZ_j
         torch.testing.assert_close(x.grad, torch.einsum("bij,bj...->bi...", allocation, grad))
         assert allocation.grad is None
+        assert captured["grad"]._base is None  # the custom backward ran (autograd's bmm hands back a view)
     else:  # dZ/dA[:, i, j] = <X_i, dZ_j>
         torch.testing.assert_close(allocation.grad, torch.einsum("bi...,bj...->bij", x, grad))
         assert x.grad is None
@@ -315,3 +319,11 @@ def test_mix_gradient_and_identity_routing_follow_the_inputs_device_and_dtype():
     assert on_meta.device.type == "meta" and on_meta.dtype == torch.double and on_meta.shape == (2, 3, 3)
     identity = IdentityRouter(3, 3)(torch.randn(2, 3, 4, dtype=torch.double))
     torch.testing.assert_close(identity, torch.eye(3, dtype=torch.double).expand(2, 3, 3))
+
+
+def test_mix_casts_the_allocation_to_the_inputs_dtype():
+    x = torch.randn(3, 4, 2, 3, dtype=torch.double)
+    allocation = torch.softmax(torch.randn(3, 4, 2), dim=1)  # float32, as a router under autocast may give
+    mixed = mix_paths(x, allocation)
+    assert mixed.dtype == torch.double
+    torch.testing.assert_close(mixed, torch.einsum("bij,bi...->bj...", allocation.double(), x))
