@@ -206,3 +206,31 @@ def test_split_attention_refuses_channels_its_radix_does_not_divide():
     with pytest.raises(ValueError) as refused:
         SplitAttentionConv2d(3, 4, 2)
     assert str(refused.value) == "split attention (radix 2) needs in_channels divisible by 2, got 3"
+
+
+def test_selective_kernel_branches_are_conv_norm_relu_by_hand():
+    """Each branch: 3x3 convolution of its dilation (padding = dilation), batch norm, ReLU, per path."""
+    torch.manual_seed(2)
+    p, c_in, c_out = 2, 3, 4
+    conv = SelectiveKernelConv2d(c_in, c_out, p)
+    for branch in conv.branches:
+        norm = branch[1]
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.bias.data.uniform_(-0.5, 0.5)
+    conv.eval()
+    conv.attention.record = True
+    x = torch.randn(3, p, c_in, 6, 6)
+    with torch.no_grad():
+        out = conv(x)
+        weights = conv.attention.last_weights  # (B, p, M, C)
+        for j in range(p):
+            rows = slice(j * c_out, (j + 1) * c_out)
+            fused = 0
+            for m, (branch, dilation) in enumerate(zip(conv.branches, (1, 2))):
+                conv_m, norm = branch[0], branch[1]
+                y = torch.nn.functional.conv2d(x[:, j], conv_m.weight[rows], padding=dilation, dilation=dilation)
+                y = torch.nn.functional.batch_norm(y, norm.running_mean[rows], norm.running_var[rows],
+                                                   norm.weight[rows], norm.bias[rows], eps=norm.eps)
+                fused = fused + weights[:, j, m, :, None, None] * torch.relu(y)
+            torch.testing.assert_close(out[:, j], fused)

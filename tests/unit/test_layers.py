@@ -327,3 +327,32 @@ def test_mix_casts_the_allocation_to_the_inputs_dtype():
     mixed = mix_paths(x, allocation)
     assert mixed.dtype == torch.double
     torch.testing.assert_close(mixed, torch.einsum("bij,bi...->bj...", allocation.double(), x))
+
+
+def test_conv_stem_is_conv_norm_relu_per_path():
+    from mpn_nas.layers import MultiPathStem
+
+    p, width = 3, 2
+    stem = MultiPathStem(2, width, path_count=p)
+    _randomise_batch_norms(stem)
+    stem.eval()
+    x = torch.randn(4, 2, 5, 5)
+    with torch.no_grad():
+        out = stem(x)
+        assert out.shape == (4, p, width, 5, 5)
+        conv, norm = stem[0], stem[1]
+        for j in range(p):
+            rows = slice(j * width, (j + 1) * width)
+            y = nn.functional.conv2d(x, conv.weight[rows], padding=1)
+            y = nn.functional.batch_norm(y, norm.running_mean[rows], norm.running_var[rows], norm.weight[rows],
+                                         norm.bias[rows], eps=norm.eps)
+            torch.testing.assert_close(out[:, j], torch.relu(y))
+    assert (out == 0).any()
+
+
+def test_squeeze_excitation_hidden_width_is_channels_over_four_at_least_one():
+    from mpn_nas.layers import MultiPathSqueezeExcitation
+
+    # per path: C -> max(1, C // 4) -> C, 1x1 convolutions with biases
+    assert _params(MultiPathSqueezeExcitation(4, 3)) == 3 * ((4 * 1 + 1) + (1 * 4 + 4))
+    assert _params(MultiPathSqueezeExcitation(16, 2)) == 2 * ((16 * 4 + 4) + (4 * 16 + 16))

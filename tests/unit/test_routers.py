@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 import torch
@@ -136,3 +137,39 @@ def test_input_independent_routing_matrix_in_the_inputs_dtype(routing):
     a = build_router(routing, 3, 3, 4)(torch.randn(2, 3, 4, dtype=torch.double))
     assert a.dtype == torch.double
     torch.testing.assert_close(a.sum(dim=1), torch.ones(2, 3, dtype=torch.double))
+
+
+def test_initial_logits_by_hand():
+    """Square: log(w (k - 1) / (1 - w)) on the diagonal, so the softmax over k kept gives the aligned path w."""
+    from mpn_nas.layers.routers import initial_logits
+
+    torch.testing.assert_close(initial_logits(3, 3, 3), torch.eye(3) * math.log(2.0))  # 0.5 * 2 / 0.5
+    torch.testing.assert_close(initial_logits(3, 3, 2, aligned_weight=0.9), torch.eye(3) * math.log(9.0))
+    assert torch.equal(initial_logits(3, 3, 1, aligned_weight=0.9), torch.zeros(3, 3))  # one kept: nothing to lean
+    assert torch.equal(initial_logits(3, 2, 3, aligned_weight=0.9), torch.zeros(3, 2))  # rectangular: uniform
+
+
+def test_reset_logits_to_another_aligned_weight():
+    from mpn_nas.layers import StaticRouter
+
+    router = StaticRouter(3, 3)
+    router.reset_logits(0.9)
+    a = router(torch.randn(1, 3, 2))[0]
+    torch.testing.assert_close(a, torch.full((3, 3), 0.05) + torch.eye(3) * 0.85)
+
+
+def test_gate_width_follows_the_reduction_given():
+    from mpn_nas.layers import FeatureDependentRouter
+
+    assert FeatureDependentRouter(3, 2, 16, reduction=4).gate[0].out_features == 12  # max(2, 48 // 4)
+
+
+def test_pooling_gradient_is_a_broadcast_view_not_a_full_size_tensor():
+    from mpn_nas.layers.routers import pool_paths
+
+    x = torch.randn(2, 3, 4, 5, 5, requires_grad=True)
+    captured = {}
+    x.register_hook(lambda g: captured.setdefault("grad", g))
+    pool_paths(x).backward(torch.ones(2, 3, 4))
+    assert captured["grad"].stride()[-2:] == (0, 0)  # zero strides over H and W: nothing materialised
+    torch.testing.assert_close(x.grad, torch.full_like(x, 1 / 25))
