@@ -234,3 +234,18 @@ def test_selective_kernel_branches_are_conv_norm_relu_by_hand():
                                                    norm.weight[rows], norm.bias[rows], eps=norm.eps)
                 fused = fused + weights[:, j, m, :, None, None] * torch.relu(y)
             torch.testing.assert_close(out[:, j], fused)
+
+
+def test_attention_width_by_hand():
+    from mpn_nas.layers.adaptive import attention_width
+
+    assert attention_width(16, 2) == 8  # 16 * 2 // 4
+    assert attention_width(4, 2) == 4  # 4 * 2 // 4 = 2, raised to the floor of 4
+    assert BranchAttention(16, 2, 1).fc1.out_channels == 8
+
+
+def test_attention_records_its_weights_only_when_asked():
+    attention = BranchAttention(channels=3, branches=2, path_count=2)
+    assert attention.last_weights is None
+    attention(torch.randn(4, 2, 6, 5, 5))
+    assert attention.last_weights is None

@@ -356,3 +356,52 @@ def test_squeeze_excitation_hidden_width_is_channels_over_four_at_least_one():
     # per path: C -> max(1, C // 4) -> C, 1x1 convolutions with biases
     assert _params(MultiPathSqueezeExcitation(4, 3)) == 3 * ((4 * 1 + 1) + (1 * 4 + 4))
     assert _params(MultiPathSqueezeExcitation(16, 2)) == 2 * ((16 * 4 + 4) + (4 * 16 + 16))
+
+
+def test_basic_block_defaults_stride_one_without_squeeze_excitation_and_passes_the_density():
+    """relu(bn2(conv2(relu(bn1(conv1(z))))) + z) per path: same size, identity shortcut, no SE by default."""
+    block = MultiPathBasicBlock(4, 4, path_count=3, in_paths=3, routing="static", density=0.5)
+    _randomise_batch_norms(block)
+    block.eval()
+    x = torch.randn(2, 3, 4, 6, 6)
+    with torch.no_grad():
+        out = block(x)
+        assert out.shape == x.shape
+        a = block.conv1.mix.router(x)
+        assert (a[0] > 0).tolist() == [[True, False, True], [True, True, False], [False, True, True]]
+        for j in range(3):
+            z_j = sum(a[:, i, j, None, None, None] * x[:, i] for i in range(3))
+            y_j = _path_conv(block.conv2, torch.relu(_path_conv(block.conv1, z_j, j)), j)
+            torch.testing.assert_close(out[:, j], torch.relu(y_j + z_j), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_layer_defaults_and_options_by_hand():
+    """Default routing none (paths independent), a density reaching the router, a bias, a 5x5 kernel padded to size."""
+    x = torch.randn(2, 2, 3, 7, 7)
+    plain = MultiPathConv2d(3, 4, path_count=2, kernel_size=5, bias=True, norm=False, activation=False)
+    out = plain(x)
+    assert out.shape == (2, 2, 4, 7, 7)
+    for j in range(2):
+        rows = slice(j * 4, (j + 1) * 4)
+        expected = nn.functional.conv2d(x[:, j], plain.conv.weight[rows], plain.conv.bias[rows], padding=2)
+        torch.testing.assert_close(out[:, j], expected)
+    sparse = MultiPathConv2d(3, 4, path_count=3, routing="static", density=0.5)
+    kept = sparse.mix.router(torch.randn(2, 3, 3, 5, 5))[0] > 0
+    assert kept.tolist() == [[True, False, True], [True, True, False], [False, True, True]]
+
+
+def test_unrouted_mix_passes_its_input_through_and_records_the_identity_when_asked():
+    from mpn_nas.layers import RoutedMix
+
+    mix = RoutedMix("none", 3, 3, channels=4)
+    calls = []
+    mix.router.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(2, 3, 4)
+    assert mix(x) is x and calls == []  # costs nothing: not even the router runs
+    mix.record_routing = True
+    assert mix(x) is x and calls == [1]
+    torch.testing.assert_close(mix.last_routing, torch.eye(3).expand(2, 3, 3))
+    static = RoutedMix("static", 3, 3, channels=4)  # density 1 by default: every connection kept
+    assert (static.router(x) > 0).all()
+    sparse = RoutedMix("static", 3, 3, channels=4, density=0.5)
+    assert (sparse.router(x)[0] > 0).tolist() == [[True, False, True], [True, True, False], [False, True, True]]

@@ -94,13 +94,18 @@ def test_gradients_reach_every_router_parameter(routing):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("bad", [
-    dict(routing="bogus"), dict(routing="none", out_paths=3), dict(density=0.0), dict(density=1.5), dict(in_paths=0),
+@pytest.mark.parametrize("bad, message", [
+    (dict(routing="bogus"), "unknown routing 'bogus'; allowed: none, static, cross_prediction, feature_dependent"),
+    (dict(routing="none", out_paths=3), "routing 'none' needs equal path counts, got 2 -> 3"),
+    (dict(density=0.0), "density must be in (0, 1], got 0.0"),
+    (dict(density=1.5), "density must be in (0, 1], got 1.5"),
+    (dict(in_paths=0), "path counts must be >= 1, got 0 -> 2"),
 ])
-def test_bad_router_arguments(bad):
+def test_bad_router_arguments(bad, message):
     args = dict(routing="static", in_paths=2, out_paths=2, channels=4, density=1.0) | bad
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         build_router(**args)
+    assert str(refused.value) == message
 
 
 def test_routers_built_directly_default_to_full_density():
