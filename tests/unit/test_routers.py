@@ -25,8 +25,10 @@ def test_routing_matrix_normalised_masked_and_keeps_k(spatial):
         x = torch.randn(5, p_in, channels, 4, 4) if spatial else torch.randn(5, p_in, channels)
         a = router(x)
         assert a.shape == (5, p_in, p_out)
-        if routing == "none":
+        if routing == "none":  # one connection per destination, its own path; the mask says so too
             assert torch.equal(a, torch.eye(p_in).expand(5, -1, -1))
+            assert router.mask.dtype == torch.bool and torch.equal(router.mask, torch.eye(p_in, dtype=torch.bool))
+            assert router.kept == 1
             continue
         if routing == "cross_prediction":  # each source hands out all of its signal
             sums, kept_axis, candidates = a.sum(dim=2), 2, p_out
@@ -178,3 +180,24 @@ def test_pooling_gradient_is_a_broadcast_view_not_a_full_size_tensor():
     pool_paths(x).backward(torch.ones(2, 3, 4))
     assert captured["grad"].stride()[-2:] == (0, 0)  # zero strides over H and W: nothing materialised
     torch.testing.assert_close(x.grad, torch.full_like(x, 1 / 25))
+
+
+def test_default_density_is_one_for_every_way_of_building_a_router():
+    from mpn_nas.layers import Router, StaticRouter
+
+    for router in (build_router("static", 3, 3, 4), StaticRouter.for_layer(3, 3, 4), Router(3, 3)):
+        assert router.density == 1.0 and router.kept == 3 and not router.masked
+
+
+def test_density_mask_refuses_an_unknown_orientation():
+    from mpn_nas.layers import density_mask
+
+    with pytest.raises(ValueError) as refused:
+        density_mask(3, 3, 0.5, "row")
+    assert str(refused.value) == "per must be 'destination' or 'source', got 'row'"
+
+
+def test_the_mask_is_not_saved_with_the_weights():
+    """It follows from the architecture; checkpoints hold only the learned logits."""
+    router = build_router("static", 3, 3, 4, density=0.5)
+    assert list(router.state_dict()) == ["logits"]
