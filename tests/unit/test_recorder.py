@@ -169,3 +169,14 @@ def test_a_failed_trial_reports_its_reason_before_or_after_its_end(monkeypatch):
     assert [(r.sample["width"], r.status, r.reason) for r in ended] == [
         (1, "failed", "ValueError: bad batch"), (2, "failed", "out of memory (MemoryError: no room)"),
         (3, "failed", f"training ended with status {ModelStatus.Failed.value}")]  # it never said why
+
+
+def test_reconcile_takes_a_dropped_failed_trials_reason_from_its_reported_metrics():
+    from strategies.failures import failure_metric
+
+    recorder, engine, ended = _recorder()
+    failed = _model(width=3)
+    recorder.submit_models(failed)
+    metrics = SimpleNamespace(intermediates=[0.5, failure_metric(ValueError("bad input"))])
+    recorder.reconcile([SimpleNamespace(sample={"width": 3}, status=ModelStatus.Failed, metric=None, metrics=metrics)])
+    assert [(r.index, r.status, r.reason) for r in ended] == [(7, "failed", "ValueError: bad input")]
