@@ -192,3 +192,60 @@ def test_readme_holds_the_block_kinds_table():
     table = block_kinds_markdown()
     assert all(f"| `{name}` | `{block.__name__}` |" in table for name, block in BLOCK_KINDS.items())
     assert table in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ADAPTIVE)
+def test_convolutions_default_to_stride_one_and_pass_the_density_to_their_router(kind):
+    conv = CONVS[kind](4, 3, 3, "static", density=0.5)
+    assert conv(torch.randn(2, 3, 4, 5, 5)).shape == (2, 3, 3, 5, 5)
+    # Density 0.5 of 3 sources keeps 2 per destination: its aligned source and the next one.
+    assert conv.mix.router.mask.tolist() == [[True, False, True], [True, True, False], [False, True, True]]
+
+
+def test_split_attention_refuses_channels_its_radix_does_not_divide():
+    with pytest.raises(ValueError) as refused:
+        SplitAttentionConv2d(3, 4, 2)
+    assert str(refused.value) == "split attention (radix 2) needs in_channels divisible by 2, got 3"
+
+
+def test_selective_kernel_branches_are_conv_norm_relu_by_hand():
+    """Each branch: 3x3 convolution of its dilation (padding = dilation), batch norm, ReLU, per path."""
+    torch.manual_seed(2)
+    p, c_in, c_out = 2, 3, 4
+    conv = SelectiveKernelConv2d(c_in, c_out, p)
+    for branch in conv.branches:
+        norm = branch[1]
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.bias.data.uniform_(-0.5, 0.5)
+    conv.eval()
+    conv.attention.record = True
+    x = torch.randn(3, p, c_in, 6, 6)
+    with torch.no_grad():
+        out = conv(x)
+        weights = conv.attention.last_weights  # (B, p, M, C)
+        for j in range(p):
+            rows = slice(j * c_out, (j + 1) * c_out)
+            fused = 0
+            for m, (branch, dilation) in enumerate(zip(conv.branches, (1, 2))):
+                conv_m, norm = branch[0], branch[1]
+                y = torch.nn.functional.conv2d(x[:, j], conv_m.weight[rows], padding=dilation, dilation=dilation)
+                y = torch.nn.functional.batch_norm(y, norm.running_mean[rows], norm.running_var[rows],
+                                                   norm.weight[rows], norm.bias[rows], eps=norm.eps)
+                fused = fused + weights[:, j, m, :, None, None] * torch.relu(y)
+            torch.testing.assert_close(out[:, j], fused)
+
+
+def test_attention_width_by_hand():
+    from mpn_nas.layers.adaptive import attention_width
+
+    assert attention_width(16, 2) == 8  # 16 * 2 // 4
+    assert attention_width(4, 2) == 4  # 4 * 2 // 4 = 2, raised to the floor of 4
+    assert BranchAttention(16, 2, 1).fc1.out_channels == 8
+
+
+def test_attention_records_its_weights_only_when_asked():
+    attention = BranchAttention(channels=3, branches=2, path_count=2)
+    assert attention.last_weights is None
+    attention(torch.randn(4, 2, 6, 5, 5))
+    assert attention.last_weights is None

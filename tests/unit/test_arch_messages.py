@@ -78,6 +78,18 @@ REFUSED = [
      "feature_dependent, or equal paths"),
     (arch_doc(stages=_stages(0, stride=8)),
      "field 'stages[*].stride' reduces input_size 8 by 16; the product of strides must be <= input_size"),
+    (arch_doc(family=10 ** 5000), "field 'family' must be one of resnet, mlp, ensemble, got <int>"),  # no repr
+    (arch_doc(format="f" * 58), "field 'format' must be 'mpn-nas/arch', got '" + "f" * 58 + "'"),  # 60: whole
+    (arch_doc(stages=_stages(block="magic")),
+     "field 'stages[1].block' must be one of basic, selective_kernel, split_attention, got 'magic'"),
+    (arch_doc(stages=_stages(block=["basic"])),
+     "field 'stages[1].block' must be one of basic, selective_kernel, split_attention, got ['basic']"),
+    (arch_doc(family="mlp", stages=_stages(se=False, stride=1, block="selective_kernel")),
+     "field 'stages[1].block' applies to the resnet family only; use stride 1, se false and block 'basic' for mlp"),
+    # The second of two blocks takes the stage's own odd width (the first takes stage 0's even 4).
+    (arch_doc(stages=_stages(block="split_attention", blocks=2, width=5)),
+     "field 'stages[1].block': split_attention needs input channels divisible by 2, got 5 (set by stem_width and "
+     "the stage widths)"),
     (arch_doc(stages=_stages(paths=10 ** 6)),
      "field 'stages[1].paths' = 1,000,000 is above the limit of 64 (routers grow with paths squared); see the "
      "limits table in the README"),
@@ -101,6 +113,7 @@ ACCEPTED = [
     arch_doc(family="ensemble", ensemble_size=2),
     _mlp(),
     arch_doc(extra={"note": "kept"}),
+    arch_doc(stages=_stages(block="split_attention", width=5)),  # one block: it only takes stage 0's even 4
 ]
 
 
@@ -155,7 +168,16 @@ def test_files_and_text_that_are_not_documents(tmp_path, monkeypatch):
         with pytest.raises(ArchError) as refused:
             Arch.from_json(source)
         assert str(refused.value) == message, source
+    try:
+        int("9" * 5000)
+    except ValueError as err:  # Python's own words, cut to the message's 120 characters
+        too_many_digits = str(err).splitlines()[0]
+    assert len(too_many_digits) > 120
     with pytest.raises(ArchError) as refused:
         Arch.from_json('{"v": ' + "9" * 5000 + "}")
-    assert str(refused.value).startswith("architecture JSON is not a valid document (Exceeds the limit (4300 digits)")
+    assert str(refused.value) == f"architecture JSON is not a valid document ({too_many_digits[:120]})"
+    with pytest.raises(ArchError) as refused:
+        Arch.from_json("{" + " " * 2 ** 20 + "}")  # JSON text over the limit, as the file above
+    assert str(refused.value) == ("the size of architecture JSON in bytes = 1,048,578 is above the limit of 1,048,576 "
+                                  "(bytes of JSON; real documents are a few KiB); see the limits table in the README")
     assert Arch.from_json(json.dumps(arch_doc())) == Arch.from_json(arch_doc()) == Arch.from_dict(arch_doc())

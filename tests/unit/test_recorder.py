@@ -169,3 +169,26 @@ def test_a_failed_trial_reports_its_reason_before_or_after_its_end(monkeypatch):
     assert [(r.sample["width"], r.status, r.reason) for r in ended] == [
         (1, "failed", "ValueError: bad batch"), (2, "failed", "out of memory (MemoryError: no room)"),
         (3, "failed", f"training ended with status {ModelStatus.Failed.value}")]  # it never said why
+
+
+def test_reconcile_takes_a_dropped_failed_trials_reason_from_its_reported_metrics():
+    from strategies.failures import failure_metric
+
+    recorder, engine, ended = _recorder()
+    failed = _model(width=3)
+    recorder.submit_models(failed)
+    metrics = SimpleNamespace(intermediates=[0.5, failure_metric(ValueError("bad input"))])
+    recorder.reconcile([SimpleNamespace(sample={"width": 3}, status=ModelStatus.Failed, metric=None, metrics=metrics)])
+    assert [(r.index, r.status, r.reason) for r in ended] == [(7, "failed", "ValueError: bad input")]
+
+
+def test_a_rejected_network_hands_its_waiting_duplicates_back_and_an_interrupted_one_drops_them():
+    for status, resubmitted in ((ModelStatus.Invalid, True), (ModelStatus.Interrupted, False)):
+        recorder, engine, ended = _recorder()
+        first, duplicate = _model(width=6), _model(width=6)
+        recorder.submit_models(first, duplicate)  # the duplicate waits for the first one's end
+        assert engine.submitted == [first]
+        engine.dispatch_model_event(ModelEventType.TrainingEnd, status=status, model=first)
+        # Invalid: the filter below rejected it, and answers the duplicates too; Interrupted: run again on --resume.
+        assert engine.submitted == ([first, duplicate] if resubmitted else [first]), status
+        assert recorder.records == {} and recorder.waiting == {} and ended == [], status

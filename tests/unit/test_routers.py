@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 import torch
@@ -24,8 +25,10 @@ def test_routing_matrix_normalised_masked_and_keeps_k(spatial):
         x = torch.randn(5, p_in, channels, 4, 4) if spatial else torch.randn(5, p_in, channels)
         a = router(x)
         assert a.shape == (5, p_in, p_out)
-        if routing == "none":
+        if routing == "none":  # one connection per destination, its own path; the mask says so too
             assert torch.equal(a, torch.eye(p_in).expand(5, -1, -1))
+            assert router.mask.dtype == torch.bool and torch.equal(router.mask, torch.eye(p_in, dtype=torch.bool))
+            assert router.kept == 1
             continue
         if routing == "cross_prediction":  # each source hands out all of its signal
             sums, kept_axis, candidates = a.sum(dim=2), 2, p_out
@@ -93,10 +96,108 @@ def test_gradients_reach_every_router_parameter(routing):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("bad", [
-    dict(routing="bogus"), dict(routing="none", out_paths=3), dict(density=0.0), dict(density=1.5), dict(in_paths=0),
+@pytest.mark.parametrize("bad, message", [
+    (dict(routing="bogus"), "unknown routing 'bogus'; allowed: none, static, cross_prediction, feature_dependent"),
+    (dict(routing="none", out_paths=3), "routing 'none' needs equal path counts, got 2 -> 3"),
+    (dict(density=0.0), "density must be in (0, 1], got 0.0"),
+    (dict(density=1.5), "density must be in (0, 1], got 1.5"),
+    (dict(in_paths=0), "path counts must be >= 1, got 0 -> 2"),
 ])
-def test_bad_router_arguments(bad):
+def test_bad_router_arguments(bad, message):
     args = dict(routing="static", in_paths=2, out_paths=2, channels=4, density=1.0) | bad
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         build_router(**args)
+    assert str(refused.value) == message
+
+
+def test_routers_built_directly_default_to_full_density():
+    from mpn_nas.layers import CrossPredictionRouter, FeatureDependentRouter, IdentityRouter, StaticRouter
+
+    for router in (IdentityRouter(3, 3), StaticRouter(3, 2), CrossPredictionRouter(3, 2, 4),
+                   FeatureDependentRouter(3, 2, 4)):
+        assert router.density == 1.0 and not router.masked, router
+
+
+def test_feature_dependent_gate_width_by_hand():
+    from mpn_nas.layers import FeatureDependentRouter
+    from mpn_nas.layers.routers import gate_width
+
+    assert gate_width(3, 2, 16) == 6  # max(2, 3 * 16 // 8)
+    assert gate_width(2, 5, 8) == 5  # max(5, 2 * 8 // 8): at least one hidden unit per destination
+    assert gate_width(3, 2, 16, reduction=4) == 12
+    first, _, second = FeatureDependentRouter(3, 2, 16).gate
+    assert (first.in_features, first.out_features, second.out_features) == (48, 6, 6)
+
+
+def test_cross_prediction_weights_start_uniform_in_nn_linears_range():
+    from mpn_nas.layers import CrossPredictionRouter
+
+    torch.manual_seed(0)
+    weight = CrossPredictionRouter(4, 4, 64).weight  # 1024 draws: both ends of the range are reached
+    bound = 1 / 64 ** 0.5
+    assert -bound <= weight.min() < -0.9 * bound and 0.9 * bound < weight.max() <= bound
+
+
+@pytest.mark.parametrize("routing", ["none", "static"])
+def test_input_independent_routing_matrix_in_the_inputs_dtype(routing):
+    """Routers without weights on the input cast their matrix to its dtype (the others' weights set theirs)."""
+    a = build_router(routing, 3, 3, 4)(torch.randn(2, 3, 4, dtype=torch.double))
+    assert a.dtype == torch.double
+    torch.testing.assert_close(a.sum(dim=1), torch.ones(2, 3, dtype=torch.double))
+
+
+def test_initial_logits_by_hand():
+    """Square: log(w (k - 1) / (1 - w)) on the diagonal, so the softmax over k kept gives the aligned path w."""
+    from mpn_nas.layers.routers import initial_logits
+
+    torch.testing.assert_close(initial_logits(3, 3, 3), torch.eye(3) * math.log(2.0))  # 0.5 * 2 / 0.5
+    torch.testing.assert_close(initial_logits(3, 3, 2, aligned_weight=0.9), torch.eye(3) * math.log(9.0))
+    assert torch.equal(initial_logits(3, 3, 1, aligned_weight=0.9), torch.zeros(3, 3))  # one kept: nothing to lean
+    assert torch.equal(initial_logits(3, 2, 3, aligned_weight=0.9), torch.zeros(3, 2))  # rectangular: uniform
+
+
+def test_reset_logits_to_another_aligned_weight():
+    from mpn_nas.layers import StaticRouter
+
+    router = StaticRouter(3, 3)
+    router.reset_logits(0.9)
+    a = router(torch.randn(1, 3, 2))[0]
+    torch.testing.assert_close(a, torch.full((3, 3), 0.05) + torch.eye(3) * 0.85)
+
+
+def test_gate_width_follows_the_reduction_given():
+    from mpn_nas.layers import FeatureDependentRouter
+
+    assert FeatureDependentRouter(3, 2, 16, reduction=4).gate[0].out_features == 12  # max(2, 48 // 4)
+
+
+def test_pooling_gradient_is_a_broadcast_view_not_a_full_size_tensor():
+    from mpn_nas.layers.routers import pool_paths
+
+    x = torch.randn(2, 3, 4, 5, 5, requires_grad=True)
+    captured = {}
+    x.register_hook(lambda g: captured.setdefault("grad", g))
+    pool_paths(x).backward(torch.ones(2, 3, 4))
+    assert captured["grad"].stride()[-2:] == (0, 0)  # zero strides over H and W: nothing materialised
+    torch.testing.assert_close(x.grad, torch.full_like(x, 1 / 25))
+
+
+def test_default_density_is_one_for_every_way_of_building_a_router():
+    from mpn_nas.layers import Router, StaticRouter
+
+    for router in (build_router("static", 3, 3, 4), StaticRouter.for_layer(3, 3, 4), Router(3, 3)):
+        assert router.density == 1.0 and router.kept == 3 and not router.masked
+
+
+def test_density_mask_refuses_an_unknown_orientation():
+    from mpn_nas.layers import density_mask
+
+    with pytest.raises(ValueError) as refused:
+        density_mask(3, 3, 0.5, "row")
+    assert str(refused.value) == "per must be 'destination' or 'source', got 'row'"
+
+
+def test_the_mask_is_not_saved_with_the_weights():
+    """It follows from the architecture; checkpoints hold only the learned logits."""
+    router = build_router("static", 3, 3, 4, density=0.5)
+    assert list(router.state_dict()) == ["logits"]
