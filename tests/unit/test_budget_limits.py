@@ -206,6 +206,30 @@ def test_budget_filter(kind):
     assert over.fits(small) and not over.fits(big)
 
 
+def test_budget_filter_measures_on_its_device_and_stops_after_its_patience():
+    from types import SimpleNamespace
+
+    from strategies.middleware import BudgetFilter, SampleFits
+    from test_duplicates import FakeEngine
+
+    budget = _budget("latency", _limits("latency")[1])  # only SMALL fits
+    small, big = SimpleNamespace(sample=_sample(SMALL_WIDTH)), SimpleNamespace(sample=_sample(BIG_WIDTH))
+    default = BudgetFilter(_config(), budget)
+    assert default.patience == 2000 and default.extra_repr() == f"budget={budget}"
+    assert default.fits(small) and SampleFits(_config(), budget)(small.sample)
+    assert [device for _, device in MEASURED] == ["cpu", "cpu"]
+    on_gpu = BudgetFilter(_config(), budget, device="cuda:1", patience=2)
+    assert not on_gpu.fits(big) and SampleFits(_config(), budget, device="cuda:1")(small.sample)
+    assert [device for _, device in MEASURED[2:]] == ["cuda:1", "cuda:1"]
+    MEASURED.clear()  # the GPU measurements were asked for
+    on_gpu.set_engine(FakeEngine())
+    on_gpu.submit_models(big)
+    assert on_gpu.budget_available() and on_gpu.screened_out == 1
+    on_gpu.submit_models(big)  # two over-budget proposals in a row: its patience is spent
+    assert not on_gpu.budget_available() and on_gpu.screened_out == 2
+    MEASURED.clear()
+
+
 def _space():
     from search_spaces import ResNetSpace
 

@@ -79,8 +79,19 @@ def test_a_duplicate_of_a_network_in_training_waits_for_its_result():
     recorder.submit_models(first, twin)
     assert engine.submitted == [first] and not duplicates
     engine.finish(first, 0.5)
-    assert [(d.of_trial, d.val_accuracy) for d in duplicates] == [(1, 0.5)]
-    assert ({"width": 8, "routing": "static"}, 0.5) in heard
+    assert [(d.of_trial, d.val_accuracy, d.status) for d in duplicates] == [(1, 0.5, "succeeded")]
+    assert ({"width": 8, "routing": "static"}, 0.5) in heard and twin.status == ModelStatus.Trained
+
+
+def test_duplicates_of_a_network_in_training_count_toward_patience():
+    recorder, engine, ended, duplicates, heard = _recorder(patience=3)
+    first, other = _model(width=8, routing="none"), _model(width=16, routing="none")
+    recorder.submit_models(first, _model(width=8, routing="a"), _model(width=8, routing="b"), other)
+    assert engine.submitted == [first, other]  # the proposals after a waiting duplicate are handled too
+    recorder.submit_models(_model(width=8, routing="c"), _model(width=8, routing="d"))  # after a new network
+    assert recorder.budget_available() and not recorder.exhausted  # 2 duplicates in a row, all still waiting
+    recorder.submit_models(_model(width=8, routing="e"))
+    assert not recorder.budget_available() and recorder.exhausted and not duplicates  # 3 in a row
 
 
 def test_networks_of_an_earlier_run_count_and_patience_ends_the_search():

@@ -31,6 +31,18 @@ def test_metrics_are_recorded_as_floats_from_numbers_and_dicts():
     assert all(r.model is None and r.seconds is not None and r.seconds >= 0 for r in ended)
 
 
+def test_a_trials_seconds_are_its_wall_time_to_the_hundredth(monkeypatch):
+    import strategies.middleware as middleware
+
+    recorder, engine, ended = _recorder()
+    model = _model(width=4)
+    recorder.submit_models(model)
+    recorder.records[id(model)].started = 1000.0
+    monkeypatch.setattr(middleware.time, "time", lambda: 1012.3456)
+    engine.finish(model, 0.5)
+    assert ended[0].seconds == 12.35
+
+
 def test_reconcile_completes_trials_whose_end_never_arrived_from_the_engine_database():
     recorder, engine, ended = _recorder()
     waiting, trained, failed, never_started = (_model(width=w) for w in (1, 2, 3, 4))
