@@ -94,6 +94,34 @@ def test_data_loader_workers_are_seeded_too(monkeypatch):
     assert os.environ["PL_SEED_WORKERS"] == "1"
 
 
+def test_epoch_seeds_stay_what_earlier_versions_drew():
+    """Epoch e of --seed s draws as seed s * 100_003 + e: a retrain repeats its shuffles across versions, and a
+    checkpoint of an older version resumes with the shuffles it started with."""
+    drawn = _epoch_start(5, 2)
+    torch.manual_seed(5 * 100_003 + 2)
+    assert torch.equal(drawn, torch.rand(4))
+
+
+def test_seeding_each_epoch_logs_nothing():
+    """Lightning's seed_everything logs "Seed set to N" unless told not to: a line per epoch in every run's log."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("lightning_fabric.utilities.seed")  # pl.seed_everything is Fabric's
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        EpochSeed(1).on_fit_start(None, None)
+        _epoch_start(1, 3)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [record.getMessage() for record in records] == []
+
+
 class _OpensAFile:
     """Pickled as a call to ``open(path, "w")``: unpickling it without weights_only would create the file."""
 
