@@ -142,14 +142,14 @@ def data_for(data: "ClassificationData", config: "TrainConfig") -> "pl.Lightning
     return ShardedData(data, world_size(config), config.seed)
 
 
-def callbacks(config: "TrainConfig") -> list:
-    """Callbacks a distributed run adds: the per-rank weight checksums that metrics.json records, and for
-    ``ddp_spawn`` the orderly end of each worker's process group."""
+def callbacks(config: "TrainConfig", last_stage: str) -> list:
+    """Callbacks a distributed run adds: the per-rank weight checksums that metrics.json records, and the
+    orderly end of each process's process group after ``last_stage`` ("fit" or "test")."""
     if world_size(config) == 1:
         return []
     from .sharding import EndProcessGroup, RankChecksums
 
-    return [RankChecksums(), *([EndProcessGroup()] if config.distributed == "ddp_spawn" else [])]
+    return [RankChecksums(), EndProcessGroup(every_stage=config.distributed == "ddp_spawn", last_stage=last_stage)]
 
 
 def run_facts(trainer: "pl.Trainer", config: "TrainConfig") -> dict:

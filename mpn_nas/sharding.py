@@ -65,14 +65,18 @@ class RankChecksums(pl.Callback):
 
 
 class EndProcessGroup(pl.Callback):
-    """Destroys the process group when a ``ddp_spawn`` worker's fit or test ends, while every rank is
-    still there. Left to Lightning's ``atexit`` hook, gloo's teardown in an exiting worker races with the
-    other rank's and now and then aborts it (``terminate called without an active exception``, SIGABRT),
-    failing a run that trained correctly. Nothing after ``teardown`` in a spawned worker communicates."""
+    """Destroys the process group, with every rank still there, when a process's last stage ends: each stage
+    of a ``ddp_spawn`` worker (it exits after each), ``last_stage`` of any other process. Left to Lightning's
+    ``atexit`` hook, gloo's teardown in an exiting process races with the other ranks' and now and then
+    aborts it (``terminate called without an active exception``, SIGABRT), failing a run that trained
+    correctly. Nothing after ``teardown`` communicates."""
+
+    def __init__(self, every_stage: bool, last_stage: str) -> None:
+        self.every_stage, self.last_stage = every_stage, last_stage
 
     def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
+        if (self.every_stage or stage == self.last_stage) and dist.is_available() and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

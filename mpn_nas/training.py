@@ -159,7 +159,8 @@ def train(arch: Arch, data: ClassificationData, config: TrainConfig, out_dir: Op
     if on_gpu and arch.member.family == "resnet":
         model = model.to(memory_format=torch.channels_last)
     module = Classifier(model, arch.num_classes, config, channels_last=on_gpu and arch.member.family == "resnet")
-    extra_callbacks = [*distributed.callbacks(config), *trial_log_callbacks()]
+    last_stage = "test" if test else "fit"
+    extra_callbacks = [*distributed.callbacks(config, last_stage), *trial_log_callbacks()]
     trainer = make_trainer(config, out_dir,
                            [EpochSeed(config.seed), ArchInCheckpoint(arch), *callbacks, *extra_callbacks], progress)
     data = distributed.data_for(data, config)
