@@ -23,7 +23,8 @@ setup(
         # Epoch logs as TensorBoard event files (mpn_nas.run_logs); without it they are CSV. An extra: with
         # grpcio and its data server it is about 20 MB, more than the logs need.
         "tensorboard": ["tensorboard>=2.12"],
-        "test": ["pytest>=7", "pytest-xdist>=3.5", "onnx>=1.14", "onnxruntime>=1.16", "mutmut>=3.8,<4"],  # mutmut: make mutants
+        # pytest-xdist: make test's workers; mutmut: make mutants
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "onnx>=1.14", "onnxruntime>=1.16", "mutmut>=3.8,<4"],
     },
     entry_points={
         "console_scripts": ["mpn-nas=mpn_nas.cli:main"],

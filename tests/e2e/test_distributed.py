@@ -145,39 +145,37 @@ def test_retrain_help_states_the_batch_and_learning_rate_rule(capsys):
     assert "--lr and its schedule mean what they mean on one device" in text
 
 
-def _refused(capsys, tmp_path, *flags: str, status: int = 2) -> str:
-    out = tmp_path / "never"
-    assert main(["retrain", ARCH, "--out", str(out), *flags]) == status
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and not out.exists(), lines
+def _refused(cli, tmp_path, *flags: str) -> str:
+    status, lines = cli("retrain", ARCH, "--out", "{tmp}/never", *flags)
+    assert status == 2 and len(lines) == 1 and not (tmp_path / "never").exists(), lines
     return lines[0]
 
 
-def test_bad_distributed_settings_are_refused_in_one_line_writing_nothing(capsys, tmp_path, monkeypatch):
+def test_bad_distributed_settings_are_refused_in_one_line_writing_nothing(cli, tmp_path, monkeypatch):
     for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     cores = os.cpu_count()
-    assert f"only {cores} CPU cores" in _refused(capsys, tmp_path, "--device", "cpu", "--devices", str(cores + 1))
-    assert "invalid choice: 'horovod'" in _refused(capsys, tmp_path, "--distributed", "horovod")
-    assert "--distributed fsdp needs CUDA GPUs" in _refused(capsys, tmp_path, "--device", "cpu", "--devices", "2",
+    assert f"only {cores} CPU cores" in _refused(cli, tmp_path, "--device", "cpu", "--devices", str(cores + 1))
+    assert "invalid choice: 'horovod'" in _refused(cli, tmp_path, "--distributed", "horovod")
+    assert "--distributed fsdp needs CUDA GPUs" in _refused(cli, tmp_path, "--device", "cpu", "--devices", "2",
                                                             "--distributed", "fsdp")
-    assert "--sync-batchnorm needs CUDA GPUs" in _refused(capsys, tmp_path, "--device", "cpu", "--devices", "2",
+    assert "--sync-batchnorm needs CUDA GPUs" in _refused(cli, tmp_path, "--device", "cpu", "--devices", "2",
                                                           "--sync-batchnorm")
-    assert "pass a multiple of 2" in _refused(capsys, tmp_path, "--device", "cpu", "--devices", "2",
+    assert "pass a multiple of 2" in _refused(cli, tmp_path, "--device", "cpu", "--devices", "2",
                                               "--batch-size", "63")
-    assert "needs MASTER_ADDR, MASTER_PORT, NODE_RANK set" in _refused(capsys, tmp_path, "--num-nodes", "2")
+    assert "needs MASTER_ADDR, MASTER_PORT, NODE_RANK set" in _refused(cli, tmp_path, "--num-nodes", "2")
     monkeypatch.setenv("MASTER_ADDR", "no-such-host.invalid")
     monkeypatch.setenv("MASTER_PORT", "29500")
     monkeypatch.setenv("NODE_RANK", "1")
-    assert "MASTER_ADDR=no-such-host.invalid does not resolve" in _refused(capsys, tmp_path, "--num-nodes", "2")
+    assert "MASTER_ADDR=no-such-host.invalid does not resolve" in _refused(cli, tmp_path, "--num-nodes", "2")
     monkeypatch.setenv("NODE_RANK", "2")
-    assert "a number below --num-nodes 2" in _refused(capsys, tmp_path, "--num-nodes", "2")
+    assert "a number below --num-nodes 2" in _refused(cli, tmp_path, "--num-nodes", "2")
     monkeypatch.setenv("NODE_RANK", "1")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setattr("mpn_nas.distributed.MASTER_WAIT_S", 1.0)
     with reserved_port() as port:  # nothing listens there
         monkeypatch.setenv("MASTER_PORT", str(port))
-        assert f"master 127.0.0.1:{port} not reachable within 1 s" in _refused(capsys, tmp_path, "--num-nodes", "2")
+        assert f"master 127.0.0.1:{port} not reachable within 1 s" in _refused(cli, tmp_path, "--num-nodes", "2")
 
 
 def test_sharded_loaders_read_every_evaluation_image_once_and_split_the_global_batch(monkeypatch):

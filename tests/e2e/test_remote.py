@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, poll_until, port_in_use, processes_in, reserved_port
+from helpers import REPO, assert_refused, poll_until, port_in_use, processes_in, reserved_port
 from mpn_nas import Arch, profile
 from mpn_nas.run_logs import read_csv_logs
 from nnictl_helpers import VENV_BIN, activated_venv_env, final_metric, run_experiment, succeeded
@@ -102,9 +102,7 @@ def test_search_with_the_ts_engine_fans_trials_out_over_ssh(tmp_path):
     poll_until(lambda: not processes_in(tmp_path), timeout=60, what="the trial keeper and trials stopped")
 
 
-def test_remote_settings_are_refused_in_one_line(tmp_path, capsys):
-    from mpn_nas.cli import main
-
+def test_remote_settings_are_refused_in_one_line(tmp_path, cli):
     hosts = tmp_path / "hosts.yml"
     hosts.write_text(yaml.safe_dump([{"host": "127.0.0.1", "user": "nni", "sshKeyFile": str(tmp_path / "absent"),
                                       "pythonPath": "/opt/venv/bin"}]))
@@ -118,8 +116,6 @@ def test_remote_settings_are_refused_in_one_line(tmp_path, capsys):
         (("--engine", "ts", "--remote-hosts", str(empty)), "non-empty machineList"),
     ]
     for flags, fragment in cases:
-        status = main(["search", "--out", str(tmp_path / "out"), "--trials", "1", "--training-service", "remote",
-                       *flags])
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert status == 2 and len(lines) == 1 and fragment in lines[0], (flags, lines)
+        assert_refused(cli("search", "--out", "{tmp}/out", "--trials", "1", "--training-service", "remote", *flags),
+                       fragment)
         assert not (tmp_path / "out").exists()
